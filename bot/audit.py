@@ -1,0 +1,163 @@
+"""Append-only, hash-chained audit trail.
+
+Each row's ``hash`` is SHA-256 over the previous row's hash and the row's own canonical JSON, and rows are
+numbered without gaps (``seq``). :func:`verify` recomputes the chain, so an edited, inserted or deleted row
+(anywhere but the very end) is detected. Appends from several instances race on ``seq`` (primary key): the
+loser re-reads the head and tries again, so the chain never forks.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from bot.store import Action, Store, audit_events
+
+log = logging.getLogger("bot.audit")
+
+GENESIS = "0" * 64
+EVENTS = (
+    "requested",
+    "denied",
+    "confirmed",
+    "approved",
+    "rejected",
+    "submitted",
+    "succeeded",
+    "failed",
+    "unknown",
+    "cancelled",
+    "expired",
+)
+_HASHED = (
+    "seq",
+    "ts",
+    "event",
+    "action_id",
+    "actor_id",
+    "actor_name",
+    "device_id",
+    "device_name",
+    "device_serial",
+    "reason",
+    "conversation_id",
+    "details",
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    name: str = ""
+
+
+def _digest(prev_hash: str, row: dict[str, Any]) -> str:
+    canonical = json.dumps({k: row.get(k) for k in _HASHED}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + "\n" + canonical).encode()).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def record(
+        self,
+        event: str,
+        *,
+        actor: Actor | None,
+        action: Action | None = None,
+        device: dict[str, Any] | None = None,
+        reason: str | None = None,
+        conversation_id: str | None = None,
+        **details: Any,
+    ) -> int:
+        """Append one event; returns its sequence number."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        device = device or (action.device if action else {})
+        row: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            "action_id": action.id if action else None,
+            "actor_id": actor.id if actor else None,
+            "actor_name": actor.name if actor else None,
+            "device_id": device.get("id") or (action.device_id if action else None),
+            "device_name": device.get("name") or (action.device_name if action else None),
+            "device_serial": device.get("serial") or (action.device_serial if action else None),
+            "reason": reason if reason is not None else (action.reason if action else None),
+            "conversation_id": conversation_id or (action.conversation_id if action else None),
+            "details": json.dumps({k: v for k, v in details.items() if v is not None}, sort_keys=True, default=str),
+        }
+        for _attempt in range(50):
+            async with self._store.engine.begin() as conn:
+                head = (
+                    await conn.execute(
+                        sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+                    )
+                ).first()
+                seq = (head[0] + 1) if head else 1
+                prev = head[1] if head else GENESIS
+                full = {**row, "seq": seq, "prev_hash": prev}
+                full["hash"] = _digest(prev, full)
+                try:
+                    await conn.execute(audit_events.insert().values(**full))
+                except IntegrityError:
+                    await conn.rollback()
+                    continue
+            log.info(
+                "audit",
+                extra={"event": event, "seq": seq, "action": row["action_id"], "actor": row["actor_id"]},
+            )
+            return seq
+        raise RuntimeError("could not append to the audit trail")
+
+    async def rows(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        query = sa.select(audit_events).order_by(audit_events.c.seq)
+        if since:
+            query = query.where(audit_events.c.ts >= since)
+        async with self._store.engine.connect() as conn:
+            result = await conn.stream(query)
+            async for row in result.mappings():
+                yield dict(row)
+
+    async def for_action(self, action_id: str) -> list[dict[str, Any]]:
+        async with self._store.engine.connect() as conn:
+            result = await conn.execute(
+                sa.select(audit_events).where(audit_events.c.action_id == action_id).order_by(audit_events.c.seq)
+            )
+            return [dict(r) for r in result.mappings()]
+
+    async def verify(self) -> tuple[bool, list[str]]:
+        """Recompute the chain; return (ok, problems)."""
+        problems: list[str] = []
+        prev, expected_seq = GENESIS, 1
+        async for row in self.rows():
+            seq = row["seq"]
+            if seq != expected_seq:
+                problems.append(f"row {expected_seq}: missing (next row is {seq}) — a row was deleted")
+            if row["prev_hash"] != prev:
+                problems.append(f"row {seq}: prev_hash does not match row {seq - 1} — rows were deleted or reordered")
+            if _digest(row["prev_hash"], row) != row["hash"]:
+                problems.append(f"row {seq}: contents do not match its hash — the row was edited")
+            prev, expected_seq = row["hash"], seq + 1
+        return not problems, problems
+
+    async def export(self, fmt: str, since: str | None = None) -> str:
+        rows = [row async for row in self.rows(since)]
+        if fmt == "jsonl":
+            return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[c.name for c in audit_events.columns])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()

@@ -1,0 +1,216 @@
+"""Finding exactly one device — never a guess.
+
+A GUID is tried as an Intune managed-device id, then as an Entra device id (``azureADDeviceId``); other text
+as a serial number, then as a device name. Every row Graph returns is re-verified here (exact, case-insensitive
+equality on the queried property) because Graph sometimes ignores a ``$filter`` and returns the whole tenant.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.errors import GraphError, InvalidInput
+from bot.graph import GraphClient, odata_string
+
+MAX_QUERY_LENGTH = 128
+MAX_CANDIDATES = 10
+#: Rows read before an eq-filter answer is considered "filter ignored and too big to scan".
+MAX_SCAN_ROWS = 5000
+
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+DEVICE_FIELDS = (
+    "id",
+    "deviceName",
+    "serialNumber",
+    "operatingSystem",
+    "osVersion",
+    "deviceType",
+    "azureADDeviceId",
+    "userId",
+    "userPrincipalName",
+    "userDisplayName",
+    "enrollmentProfileName",
+    "lastSyncDateTime",
+    "managementState",
+    "roleScopeTagIds",
+    "model",
+    "manufacturer",
+)
+SELECT = ",".join(DEVICE_FIELDS)
+
+
+@dataclass(frozen=True)
+class Device:
+    """The facts about one managed device the bot shows and decides on."""
+
+    id: str
+    name: str
+    serial: str
+    operating_system: str
+    device_type: str
+    azure_ad_device_id: str
+    user_id: str
+    user_principal_name: str
+    user_display_name: str
+    enrollment_profile: str
+    last_sync: str
+    management_state: str
+    scope_tag_ids: tuple[str, ...]
+    os_version: str = ""
+    model: str = ""
+
+    @classmethod
+    def from_graph(cls, row: dict[str, Any]) -> Device:
+        def text(key: str) -> str:
+            value = row.get(key)
+            return "" if value is None else str(value)
+
+        return cls(
+            id=text("id"),
+            name=text("deviceName"),
+            serial=text("serialNumber"),
+            operating_system=text("operatingSystem"),
+            device_type=text("deviceType"),
+            azure_ad_device_id=text("azureADDeviceId") or text("azureActiveDirectoryDeviceId"),
+            user_id=text("userId"),
+            user_principal_name=text("userPrincipalName"),
+            user_display_name=text("userDisplayName"),
+            enrollment_profile=text("enrollmentProfileName"),
+            last_sync=text("lastSyncDateTime"),
+            management_state=text("managementState"),
+            scope_tag_ids=tuple(str(t) for t in (row.get("roleScopeTagIds") or [])),
+            os_version=text("osVersion"),
+            model=text("model"),
+        )
+
+    @property
+    def is_chromeos(self) -> bool:
+        return is_chromeos(self.operating_system, self.device_type)
+
+    @property
+    def effective_scope_tags(self) -> tuple[str, ...]:
+        """An untagged device counts as the Default tag ``"0"``."""
+        return self.scope_tag_ids or ("0",)
+
+    @property
+    def primary_user(self) -> str:
+        return self.user_display_name or self.user_principal_name
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> Device:
+        values = dict(data)
+        values["scope_tag_ids"] = tuple(values.get("scope_tag_ids") or ())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[\s_-]+", "", text).lower()
+
+
+def is_chromeos(operating_system: str, device_type: str) -> bool:
+    """ChromeOS from ``operatingSystem`` or ``deviceType``, case- and space-insensitively."""
+    return _squash(operating_system) in {"chromeos", "chromeosflex"} or _squash(device_type) == "chromeos"
+
+
+@dataclass
+class LookupResult:
+    """Exactly one of: ``device`` set, ``candidates`` (ambiguous), or neither (not found)."""
+
+    query: str
+    matched_by: str = ""
+    device: Device | None = None
+    candidates: list[Device] = field(default_factory=list)
+    total_matches: int = 0
+    incomplete: bool = False
+
+    @property
+    def found(self) -> bool:
+        return self.device is not None
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.device is None and len(self.candidates) > 1
+
+
+def clean_query(text: str) -> str:
+    """Validate user text used as a device identifier; raise :class:`InvalidInput`."""
+    value = unicodedata.normalize("NFKC", text).strip().strip('`"“”')
+    if not value:
+        raise InvalidInput("empty")
+    if len(value) > MAX_QUERY_LENGTH:
+        raise InvalidInput("too_long")
+    if _CONTROL_RE.search(value):
+        raise InvalidInput("control")
+    return value
+
+
+class DeviceDirectory:
+    """Device lookup and reads over the Graph client."""
+
+    def __init__(self, graph: GraphClient) -> None:
+        self._graph = graph
+
+    async def get(self, device_id: str) -> Device | None:
+        """A managed device by Intune id, or ``None`` when Graph says 404."""
+        if not GUID_RE.match(device_id):
+            return None
+        try:
+            row = await self._graph.get(f"/beta/deviceManagement/managedDevices/{device_id}", {"$select": SELECT})
+        except GraphError as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+        if not isinstance(row, dict) or str(row.get("id", "")).lower() != device_id.lower():
+            return None
+        return Device.from_graph(row)
+
+    async def details(self, device_id: str) -> dict[str, Any]:
+        """The heavy properties a list never returns (``chromeOSDeviceInfo``, ``deviceActionResults``)."""
+        row = await self._graph.get(
+            f"/beta/deviceManagement/managedDevices/{device_id}",
+            {"$select": "id,chromeOSDeviceInfo,deviceActionResults,managementState"},
+        )
+        return row if isinstance(row, dict) else {}
+
+    async def _filter(self, prop: str, value: str) -> tuple[list[Device], bool]:
+        rows, truncated = await self._graph.list_all(
+            "/beta/deviceManagement/managedDevices",
+            {"$filter": f"{prop} eq {odata_string(value)}", "$select": SELECT, "$top": "100"},
+            max_items=MAX_SCAN_ROWS,
+        )
+        wanted = value.casefold()
+        matches = [Device.from_graph(r) for r in rows if str(r.get(prop) or "").casefold() == wanted]
+        return matches, truncated
+
+    async def find(self, text: str) -> LookupResult:
+        query = clean_query(text)
+        result = LookupResult(query=query)
+        if GUID_RE.match(query):
+            device = await self.get(query.lower())
+            if device is not None:
+                result.device, result.matched_by, result.total_matches = device, "intune_id", 1
+                return result
+            steps = [("azureADDeviceId", "entra_device_id")]
+        else:
+            steps = [("serialNumber", "serial"), ("deviceName", "name")]
+        for prop, label in steps:
+            matches, truncated = await self._filter(prop, query)
+            result.incomplete = result.incomplete or truncated
+            if not matches:
+                continue
+            result.matched_by, result.total_matches = label, len(matches)
+            if len(matches) == 1 and not truncated:
+                result.device = matches[0]
+            else:
+                result.candidates = sorted(matches, key=lambda d: (d.name.lower(), d.serial))[:MAX_CANDIDATES]
+            return result
+        return result

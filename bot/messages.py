@@ -1,0 +1,362 @@
+"""Every word a user sees, in one place (ready for localisation). Tests assert on these functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.rbac import Decision, DenyReason
+
+PRODUCT = "Device Deprovision"
+
+#: Google's four deprovision reasons: key → (label, what it means for licences).
+REASONS: dict[str, tuple[str, str]] = {
+    "same_model_replacement": (
+        "Same model replacement (RMA / warranty swap)",
+        "An upgrade bought separately can be reused by the replacement device.",
+    ),
+    "different_model_replacement": (
+        "Different model replacement",
+        "Upgrades bundled with this device do not transfer to the new model.",
+    ),
+    "retiring_device": (
+        "Retiring device (donated, recycled or out of use)",
+        "The device's licence is not freed for reuse; bundled upgrades end with the device.",
+    ),
+    "upgrade_transfer": (
+        "Upgrade transfer (ChromeOS Flex → Chromebook, within a year)",
+        "The upgrade moves to the new Chromebook.",
+    ),
+}
+
+WHAT_IT_DOES = (
+    "The device stays in Intune and in the Google Admin console, where its status becomes Deprovisioned.",
+    "Google device policies, device-level printers and kiosk settings are removed; policy sync stops.",
+    "The device cannot enrol again until it is factory reset (powerwash).",
+)
+ROLES_THAT_WORK = (
+    "Help Desk Operator, School Administrator, or a custom Intune role with "
+    "Remote tasks / Retire and Managed devices / Read"
+)
+FACTORY_RESET_REMINDER = "Reminder: the device must be factory reset (powerwash) before it can enrol again."
+
+HELP_TITLE = "What I can do"
+HELP_LINES = (
+    ("deprovision <device>", "name, serial number, Intune device id or Entra device id"),
+    ("deprovision <device> reason: <reason>", "preselect a reason, e.g. `reason: retiring device`"),
+    ("status <device>", "device facts, ChromeOS state and the last action I took on it"),
+    ("history [<device>]", "the last 10 actions: for a device, or your own"),
+    ("pending", "requests waiting for approval"),
+    ("help", "this message"),
+)
+
+
+def reason_label(key: str | None) -> str:
+    return REASONS[key][0] if key in REASONS else (key or "—")
+
+
+def help_text() -> str:
+    lines = [f"**{PRODUCT}** — deprovision ChromeOS devices in Intune.", ""]
+    lines += [f"- `{cmd}` — {what}" for cmd, what in HELP_LINES]
+    return "\n".join(lines)
+
+
+def welcome() -> str:
+    return (
+        f"Hi! I'm **{PRODUCT}**. I deprovision ChromeOS devices in Microsoft Intune after a confirmation. "
+        "Type `help` to see what I can do."
+    )
+
+
+def unknown_command(text: str) -> str:
+    return f"I didn't understand “{text[:60]}”. " + help_text()
+
+
+def usage(problem: str) -> str:
+    return {
+        "empty": "Tell me which device: `deprovision <device name | serial | Intune id | Entra device id>`.",
+        "too_long": "That message is too long. Use a device name, serial number or id (up to 128 characters).",
+        "control": "That text contains characters I can't use in a device name. Type the name or serial plainly.",
+        "message_too_long": "That message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
+    }.get(problem, help_text())
+
+
+def unknown_reason(text: str) -> str:
+    options = ", ".join(f"`{k.replace('_', ' ')}`" for k in REASONS)
+    return f"“{text[:40]}” is not a deprovision reason. Use one of: {options}."
+
+
+def not_found(query: str) -> str:
+    return (
+        f"No Intune device matches **{query}** exactly (I checked Intune device id, Entra device id, serial "
+        "number and device name). Check the spelling, or use the serial number."
+    )
+
+
+def ambiguous(query: str, count: int) -> str:
+    more = f" (showing the first 10 of {count})" if count > 10 else ""
+    return f"**{query}** matches {count} devices{more}. Pick the right one — or use its serial number."
+
+
+def lookup_incomplete(query: str) -> str:
+    return (
+        f"Intune returned too many devices for **{query}** to check them all safely. "
+        "Use the serial number or the Intune device id."
+    )
+
+
+def not_chromeos(name: str, os_name: str) -> str:
+    return (
+        f"**{name}** runs {os_name or 'an unknown operating system'}, not ChromeOS. "
+        "I only deprovision ChromeOS devices; use the Intune admin center for other platforms."
+    )
+
+
+def denied(decision: Decision, device_name: str) -> str:
+    held = ", ".join(decision.roles_held) if decision.roles_held else "no Intune role"
+    reason = decision.reason
+    if reason == DenyReason.NOT_ALLOWED:
+        why = f"your role **{decision.role_name}** explicitly does not allow Remote tasks / Retire or Managed devices / Read"
+    elif reason == DenyReason.MISSING_READ:
+        why = f"your role **{decision.role_name}** has Remote tasks / Retire but lacks Managed devices / Read"
+    elif reason == DenyReason.OUT_OF_SCOPE_GROUPS:
+        why = f"**{device_name}** is outside the scope (groups) of your assignment **{decision.assignment_name}**"
+    elif reason == DenyReason.OUT_OF_SCOPE_TAGS:
+        why = f"**{device_name}** has scope tags that your assignment **{decision.assignment_name}** does not cover"
+    else:
+        why = f"none of your Intune roles ({held}) includes Remote tasks / Retire"
+    fix = {
+        DenyReason.OUT_OF_SCOPE_GROUPS: "Ask an Intune administrator to add the device's group to your assignment.",
+        DenyReason.OUT_OF_SCOPE_TAGS: "Ask an Intune administrator to add the device's scope tag to your assignment.",
+    }.get(
+        reason or DenyReason.NO_ROLE,
+        f"To deprovision you need {ROLES_THAT_WORK}. Ask an Intune administrator.",
+    )
+    return f"You can't deprovision **{device_name}**: {why}. {fix}"
+
+
+def denied_history() -> str:
+    return f"Only people with Managed devices / Read in Intune can see history. You need {ROLES_THAT_WORK}."
+
+
+def rbac_unavailable() -> str:
+    return "I couldn't verify your Intune permissions right now, so I did nothing. Please try again in a minute."
+
+
+def graph_unavailable() -> str:
+    return "Microsoft Intune isn't answering right now. Nothing was changed. Please try again in a minute."
+
+
+def anonymous_user() -> str:
+    return "I can only act for signed-in members of this organisation."
+
+
+def already_in_flight(device_name: str, requester: str, state: str) -> str:
+    if state == "submitted":
+        return f"**{device_name}** was already deprovisioned through me (requested by {requester}). Type `status {device_name}` for details."
+    return f"A deprovision request for **{device_name}** by {requester} is already in progress."
+
+
+def internal_error() -> str:
+    return "Something went wrong on my side. Nothing was changed. Please try again."
+
+
+# -- card texts --------------------------------------------------------------------------------------------
+
+CARD_TITLE_CONFIRM = "Deprovision this ChromeOS device?"
+CARD_TITLE_WAITING = "Waiting for approval"
+CARD_TITLE_WORKING = "Deprovisioning…"
+CARD_TITLE_DONE = "Deprovisioned"
+CARD_TITLE_FAILED = "Deprovisioning failed"
+CARD_TITLE_UNKNOWN = "Outcome unknown"
+CARD_TITLE_CANCELLED = "Cancelled"
+CARD_TITLE_EXPIRED = "Expired"
+CARD_TITLE_REJECTED = "Rejected"
+CARD_WHAT_TITLE = "What deprovisioning does"
+CARD_REASON_LABEL = "Reason (required)"
+CARD_REASON_PLACEHOLDER = "Choose a reason"
+CARD_BUTTON_CONFIRM = "Deprovision"
+CARD_BUTTON_CANCEL = "Cancel"
+CARD_BUTTON_RETRY = "Retry"
+CARD_BUTTON_APPROVE = "Approve"
+CARD_BUTTON_REJECT = "Reject"
+CARD_REJECT_COMMENT_LABEL = "Comment (required to reject)"
+CARD_SELECT_TITLE = "Which device did you mean?"
+FACT_DEVICE = "Device"
+FACT_SERIAL = "Serial"
+FACT_USER = "Primary user"
+FACT_OU = "OU / enrollment profile"
+FACT_LAST_SYNC = "Last sync"
+FACT_TAGS = "Scope tags"
+FACT_OS = "OS"
+FACT_STATE = "Intune state"
+FACT_CHROME_STATE = "ChromeOS status"
+FACT_REQUESTED_BY = "Requested by"
+FACT_REASON = "Reason"
+FACT_WHEN = "When"
+FACT_REQUEST_ID = "Graph request id"
+FACT_APPROVED_BY = "Approved by"
+FACT_LAST_ACTION = "Last action by this bot"
+NO_PRIMARY_USER = "none (shared device)"
+NONE = "—"
+
+
+def card_requested_by(name: str) -> str:
+    return f"Requested by {name}"
+
+
+def card_waiting_for(name: str) -> str:
+    return f"Waiting for {name} to confirm. Only {name} can deprovision from this card."
+
+
+def card_only_requester(name: str) -> str:
+    return f"Only {name} can confirm or cancel this request."
+
+
+def card_expires(when: str) -> str:
+    return f"This request expires at {when} if not confirmed."
+
+
+def card_choose_reason() -> str:
+    return "Choose a reason before you deprovision."
+
+
+def card_working(name: str) -> str:
+    return f"Sent to Intune by {name}. I'll update this card when Intune answers."
+
+
+def card_done(name: str, when: str) -> str:
+    return f"{name} deprovisioned this device at {when}."
+
+
+def card_failed(message: str) -> str:
+    return f"Intune did not deprovision the device: {message}"
+
+
+def card_failed_retry() -> str:
+    return "Intune asked me to try later. Nothing was changed; you can retry."
+
+
+def card_unknown(device_name: str) -> str:
+    return (
+        "I sent the request to Intune but could not learn whether it was carried out "
+        "(the connection timed out or was interrupted). I will not send it again on my own. "
+        f"Type `status {device_name}` to see what Intune reports before trying again."
+    )
+
+
+def card_cancelled(name: str) -> str:
+    return f"Cancelled by {name}. Nothing was changed."
+
+
+def card_expired() -> str:
+    return "This request expired before it was confirmed. Nothing was changed."
+
+
+def card_awaiting(requester: str) -> str:
+    return f"{requester} confirmed. A second person with the right Intune role must approve before anything is sent."
+
+
+def card_approver_hint() -> str:
+    return "You can approve or reject this request."
+
+
+def card_cannot_approve_own() -> str:
+    return "You requested this — someone else must approve it."
+
+
+def card_rejected(name: str, comment: str) -> str:
+    return f"Rejected by {name}: “{comment}”. Nothing was changed."
+
+
+def card_reject_needs_comment() -> str:
+    return "Add a comment to reject."
+
+
+def card_not_eligible(why: str) -> str:
+    return f"You can't approve this request: {why}"
+
+
+def card_unknown_request() -> str:
+    return "This card is no longer valid (unknown or foreign request). Type `deprovision <device>` to start again."
+
+
+def card_device_changed() -> str:
+    return (
+        "The device changed in Intune since this card was sent (it is gone or no longer ChromeOS). Nothing was changed."
+    )
+
+
+def card_select_hint() -> str:
+    return "Pick the device you mean. Nothing happens until you confirm on the next card."
+
+
+def card_selection_used() -> str:
+    return "This choice was already made or has expired. Type `deprovision <device>` again."
+
+
+def not_eligible_group() -> str:
+    return "you are not a member of the approvers group."
+
+
+def not_eligible_role(decision: Decision, device_name: str) -> str:
+    return denied(decision, device_name).split(": ", 1)[-1]
+
+
+def proactive_unknown(device_name: str) -> str:
+    return (
+        f"⚠️ I couldn't confirm whether **{device_name}** was deprovisioned (I was interrupted while Intune "
+        f"was handling it). I won't resend it. Type `status {device_name}` to check."
+    )
+
+
+def proactive_done(device_name: str) -> str:
+    return f"✅ **{device_name}** was deprovisioned."
+
+
+def proactive_approved(device_name: str, approver: str) -> str:
+    return f"{approver} approved deprovisioning **{device_name}**."
+
+
+def proactive_rejected(device_name: str, approver: str, comment: str) -> str:
+    return f"{approver} rejected deprovisioning **{device_name}**: “{comment}”."
+
+
+def approval_requested(requester: str, device_name: str) -> str:
+    return f"{requester} asks to deprovision **{device_name}**. An approval card was posted for approvers."
+
+
+def history_empty(device: str | None) -> str:
+    return f"No actions recorded for **{device}**." if device else "You haven't requested any deprovisioning yet."
+
+
+def history_title(device: str | None) -> str:
+    return f"Last actions for {device}" if device else "Your last actions"
+
+
+def pending_empty() -> str:
+    return "Nothing is waiting for your approval."
+
+
+def pending_title(count: int) -> str:
+    return f"{count} request(s) waiting for approval"
+
+
+def status_title(name: str) -> str:
+    return f"Status of {name}"
+
+
+def state_label(state: str) -> str:
+    return {
+        "requested": "waiting for confirmation",
+        "awaiting_approval": "waiting for approval",
+        "submitting": "being sent to Intune",
+        "submitted": "deprovisioned",
+        "failed": "failed",
+        "unknown": "outcome unknown",
+        "cancelled": "cancelled",
+        "expired": "expired",
+    }.get(state, state)
+
+
+def join_names(names: Sequence[str]) -> str:
+    return ", ".join(n for n in names if n) or NONE

@@ -1,0 +1,212 @@
+"""Service assembly and the aiohttp application (used by ``app.py``, the tests and the benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_middleware, start_agent_process
+from microsoft_agents.hosting.core import AgentApplication, TurnState
+
+from bot.audit import AuditLog
+from bot.devices import DeviceDirectory
+from bot.graph import GraphClient, MsalTokenSource
+from bot.logs import safe
+from bot.rbac import RbacChecker
+from bot.settings import Settings
+from bot.store import Store
+from bot.teams import TeamsNotifier, activity_tenant, build_agent, register_routes
+from bot.workflow import Workflow
+
+log = logging.getLogger("bot.http")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    audit: AuditLog
+    tokens: MsalTokenSource
+    graph: GraphClient
+    devices: DeviceDirectory
+    rbac: RbacChecker
+    workflow: Workflow
+    agent: AgentApplication[TurnState]
+    adapter: CloudAdapter
+    sweeper: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        await self.workflow.drain()
+        await self.graph_http_close()
+        await self.store.close()
+
+    async def graph_http_close(self) -> None:
+        await self.graph._http.aclose()
+
+
+async def build_services(
+    settings: Settings,
+    *,
+    start_sweeper: bool = True,
+    agent: tuple[AgentApplication[TurnState], CloudAdapter] | None = None,
+) -> Services:
+    store = await Store.open(settings.database_url)
+    audit = AuditLog(store)
+    tokens = MsalTokenSource(settings, settings.graph_resource)
+    graph = GraphClient(settings, tokens, GraphClient.build_http(settings))
+    devices = DeviceDirectory(graph)
+    rbac = RbacChecker(settings, graph)
+    app, adapter = agent or build_agent(settings)[:2]
+    workflow = Workflow(settings, store, audit, graph, devices, rbac, TeamsNotifier(adapter, settings))
+    register_routes(app, workflow)
+    services = Services(settings, store, audit, tokens, graph, devices, rbac, workflow, app, adapter)
+    if start_sweeper:
+        services.sweeper = asyncio.create_task(_sweep_forever(workflow, settings.sweep_interval))
+    return services
+
+
+async def _sweep_forever(workflow: Workflow, interval: float) -> None:
+    """Crash recovery at start, then expiry and reconciliation every ``interval`` seconds."""
+    while True:
+        try:
+            counts = await workflow.sweep()
+            if any(counts.values()):
+                log.info("sweep", extra=counts)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sweep failed")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Holder:
+    """Filled at start-up (the aiohttp app is frozen by then, so it holds a mutable box)."""
+
+    services: Services | None = None
+
+    def get(self) -> Services:
+        if self.services is None:
+            raise web.HTTPServiceUnavailable(text="starting")
+        return self.services
+
+
+SERVICES = web.AppKey("services", Holder)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+@web.middleware
+async def request_log(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        extra: dict[str, Any] = {
+            "method": request.method,
+            "path": safe(request.path, 100),
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        activity = request.get("activity_summary")
+        if activity:
+            extra.update(activity)
+        log.info("request", extra=extra)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    services = request.config_dict[SERVICES].get()
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return web.json_response({"error": "body must be a JSON activity"}, status=400)
+    if not isinstance(body, dict):
+        return web.json_response({"error": "body must be a JSON activity"}, status=400)
+    request["activity_summary"] = {
+        "type": safe(body.get("type", ""), 40),
+        "name": safe(body.get("name", ""), 60) or None,
+        "conversation_type": safe((body.get("conversation") or {}).get("conversationType", ""), 20) or None,
+    }
+    tenant = activity_tenant(body)
+    if tenant.lower() != services.settings.tenant_id.lower():
+        log.warning("activity from another tenant refused", extra={"tenant": safe(tenant, 64)})
+        return web.json_response({"error": "tenant not allowed"}, status=403)
+    response = await start_agent_process(request, services.agent, services.adapter)
+    return response if response is not None else web.Response(status=202)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.config_dict[SERVICES].get()
+    checks: dict[str, str] = {}
+    checks["database"] = "ok" if await services.store.ping() else "unreachable"
+    try:
+        await asyncio.wait_for(services.tokens.token(), timeout=5)
+        checks["graph_token"] = "ok"
+    except Exception as exc:
+        checks["graph_token"] = f"failed: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
+    )
+
+
+def build_app(settings: Settings, *, start_sweeper: bool = True) -> web.Application:
+    """The aiohttp application: ``POST /api/messages`` (JWT-checked), ``/healthz``, ``/readyz``."""
+    app = web.Application(middlewares=[request_log], client_max_size=256 * 1024)
+    app[SETTINGS] = settings
+    holder = Holder()
+    app[SERVICES] = holder
+    agent, adapter, connections = build_agent(settings)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services = await build_services(settings, start_sweeper=start_sweeper, agent=(agent, adapter))
+        holder.services = services
+        log.info(
+            "bot ready",
+            extra={
+                "port": settings.port,
+                "anonymous": settings.anonymous,
+                "graph": settings.graph_base_url,
+                "database": settings.database_url.split("://")[0],
+                "approval_mode": settings.approval_mode,
+            },
+        )
+        yield
+        log.info("shutting down")
+        await services.close()
+
+    api = web.Application(middlewares=[jwt_authorization_middleware])
+    # The SDK's middleware reads this exact string key (teams-platform.md §11).
+    api["agent_configuration"] = connections.get_default_connection_configuration()
+    api.router.add_post("/messages", messages)
+    app.add_subapp("/api/", api)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def summary(services: Services) -> str:
+    return json.dumps({"graph_calls": services.graph.stats.calls, "token_requests": services.tokens.stats.requests})

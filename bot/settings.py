@@ -1,0 +1,344 @@
+"""One typed, strict settings object, read once at start-up.
+
+Values come from the process environment and, below it, an optional ``.env`` file (``ENV_FILE`` names another).
+Every problem is collected and reported together — one line per variable — and the process exits with code 2
+before it listens (see ``app.py``). Nothing below ``app.py`` reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_PORT = 3978
+DEFAULT_AUTHORITY_HOST = "login.microsoftonline.com"
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com"
+#: The token audience for Graph; it stays Graph's even when GRAPH_BASE_URL points at a stand-in.
+DEFAULT_GRAPH_RESOURCE = "https://graph.microsoft.com"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/deprovision.db"
+DEFAULT_ACTION_TTL = 15 * 60
+DEFAULT_APPROVAL_TTL = 24 * 3600
+DEFAULT_RBAC_CACHE_TTL = 5 * 60
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+INTUNE_ADMINISTRATOR = "3a2c62db-5318-420d-8d74-23affee5d9d5"
+
+#: Google's four deprovision reasons offered to users (key) → the string sent as ``deprovisionReason`` (value).
+#: The strings Intune accepts are UNVERIFIED (graph-intune.md §2); override with ``DEPROVISION_REASON_MAP``.
+DEFAULT_REASON_MAP: dict[str, str] = {
+    "same_model_replacement": "same_model_replacement",
+    "different_model_replacement": "different_model_replacement",
+    "retiring_device": "retiring_device",
+    "upgrade_transfer": "upgrade_transfer",
+}
+
+_CONN = "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__"
+_TENANT_RE = re.compile(r"^(?:[0-9a-fA-F-]{30,40}|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(Exception):
+    """Raised with every problem found; ``problems`` holds one line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bot is configured with. Build with :func:`load_settings`."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = None
+    client_certificate_path: str | None = None
+    use_managed_identity: bool = False
+    authority_host: str = DEFAULT_AUTHORITY_HOST
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    graph_resource: str = DEFAULT_GRAPH_RESOURCE
+    ca_file: str | None = None
+    port: int = DEFAULT_PORT
+    host: str = "0.0.0.0"  # noqa: S104 - a bot behind Azure Bot Service must listen on all interfaces
+    app_env: Literal["development", "production"] = "development"
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+    bot_client_id: str | None = None
+    bot_client_secret: str | None = None
+    bot_tenant_id: str | None = None
+    bot_auth_type: str | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    action_ttl: float = DEFAULT_ACTION_TTL
+    approval_mode: Literal["none", "peer"] = "none"
+    approval_ttl: float = DEFAULT_APPROVAL_TTL
+    approval_channel_id: str | None = None
+    approver_group_id: str | None = None
+    rbac_cache_ttl: float = DEFAULT_RBAC_CACHE_TTL
+    entra_admin_roles_allowed: bool = True
+    entra_admin_role_ids: tuple[str, ...] = (GLOBAL_ADMINISTRATOR, INTUNE_ADMINISTRATOR)
+    reason_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_REASON_MAP))
+    graph_timeout: float = 20.0
+    graph_max_retry_wait: float = 30.0
+    graph_retry_after_cap: float = 10.0
+    invoke_budget: float = 3.0
+    sweep_interval: float = 30.0
+    crash_point: str | None = None  # test-only fault injection, refused in production
+
+    @property
+    def anonymous(self) -> bool:
+        """Bot Framework anonymous mode: no inbound JWT check, no outbound token (local use only)."""
+        return not self.bot_client_id
+
+    @property
+    def authority(self) -> str:
+        return f"https://{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def credential_kind(self) -> str:
+        if self.client_secret:
+            return "client_secret"
+        if self.client_certificate_path:
+            return "certificate"
+        return "managed_identity"
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log."""
+        values = [self.client_secret, self.bot_client_secret]
+        return [v for v in values if v and len(v) >= 4]
+
+    def sdk_configuration(self) -> dict[str, object]:
+        """The nested mapping the Agents SDK expects (``load_configuration_from_env`` shape)."""
+        conn: dict[str, object] = {"ANONYMOUS_ALLOWED": self.anonymous}
+        if self.bot_client_id:
+            conn["CLIENTID"] = self.bot_client_id
+            if self.bot_client_secret:
+                conn["CLIENTSECRET"] = self.bot_client_secret
+            if self.bot_tenant_id:
+                conn["TENANTID"] = self.bot_tenant_id
+            if self.bot_auth_type:
+                conn["AUTHTYPE"] = self.bot_auth_type
+        return {
+            "CONNECTIONS": {"SERVICE_CONNECTION": {"SETTINGS": conn}},
+            "AGENTAPPLICATION": {},
+            "CONNECTIONSMAP": [],
+        }
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a simple dotenv file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def merged_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over the optional ``.env`` file (the environment wins)."""
+    env = dict(os.environ if environ is None else environ)
+    env_file = Path(env.get("ENV_FILE", ".env"))
+    if env_file.is_file():
+        return {**read_env_file(env_file), **env}
+    return env
+
+
+def parse_duration(text: str) -> float:
+    """``"900"`` / ``"900s"`` / ``"15m"`` / ``"24h"`` / ``"1d"`` / ``"500ms"`` → seconds."""
+    match = _DURATION_RE.match(text.strip().lower())
+    if not match:
+        raise ValueError(text)
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept plain ``postgresql://`` and ``sqlite:///`` URLs and pick the async drivers."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise :class:`SettingsError` listing all problems."""
+    env = merged_environment(environ)
+    problems: list[str] = []
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def boolean(name: str, default: bool) -> bool:
+        value = get(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        problems.append(f"{name}: expected one of true/false/1/0/yes/no/on/off, got {value!r}")
+        return default
+
+    def duration(name: str, default: float) -> float:
+        value = get(name)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            problems.append(f"{name}: expected a duration such as 900, 15m, 24h, got {value!r}")
+            return default
+        if seconds <= 0:
+            problems.append(f"{name}: must be greater than zero")
+        return seconds
+
+    def choice(name: str, options: tuple[str, ...], default: str) -> str:
+        value = (get(name) or default).lower()
+        if value not in options:
+            problems.append(f"{name}: expected one of {', '.join(options)}, got {value!r}")
+            return default
+        return value
+
+    tenant_id = get("AZURE_TENANT_ID")
+    if tenant_id is None:
+        problems.append("AZURE_TENANT_ID: required — the Entra tenant id (GUID) the bot serves")
+    elif not _TENANT_RE.match(tenant_id):
+        problems.append(f"AZURE_TENANT_ID: expected a tenant GUID, got {tenant_id!r}")
+
+    use_mi = boolean("AZURE_USE_MANAGED_IDENTITY", False)
+    client_id = get("AZURE_CLIENT_ID")
+    secret = get("AZURE_CLIENT_SECRET")
+    cert = get("AZURE_CLIENT_CERTIFICATE_PATH")
+    if client_id is None and not use_mi:
+        problems.append("AZURE_CLIENT_ID: required — the client id of the app registration used for Graph")
+    if secret is None and cert is None and not use_mi:
+        problems.append(
+            "AZURE_CLIENT_SECRET: required unless AZURE_CLIENT_CERTIFICATE_PATH is set "
+            "or AZURE_USE_MANAGED_IDENTITY=true"
+        )
+    if cert is not None and secret is None and not Path(cert).is_file():
+        problems.append(f"AZURE_CLIENT_CERTIFICATE_PATH: no such file {cert!r} (PEM with private key + cert)")
+
+    authority_host = get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
+    authority_host = authority_host.removeprefix("https://").rstrip("/")
+    if not _HOST_RE.match(authority_host):
+        problems.append(f"AZURE_AUTHORITY_HOST: expected a host name with optional :port, got {authority_host!r}")
+
+    graph_base_url = (get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).rstrip("/")
+    if not re.match(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?$", graph_base_url):
+        problems.append(f"GRAPH_BASE_URL: expected https://host[:port] with no path, got {graph_base_url!r}")
+
+    port_text = get("PORT") or str(DEFAULT_PORT)
+    port = DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        problems.append(f"PORT: expected a TCP port 1-65535, got {port_text!r}")
+    else:
+        port = int(port_text)
+
+    app_env = choice("APP_ENV", ("development", "production"), "development")
+    log_format = choice("LOG_FORMAT", ("json", "text"), "json" if app_env == "production" else "text")
+    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        problems.append(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    bot_client_id = get(_CONN + "CLIENTID")
+    bot_secret = get(_CONN + "CLIENTSECRET")
+    bot_tenant = get(_CONN + "TENANTID")
+    bot_auth_type = get(_CONN + "AUTHTYPE")
+    if bot_client_id is None:
+        if app_env == "production":
+            problems.append(
+                f"{_CONN}CLIENTID: required when APP_ENV=production "
+                "(anonymous Bot Framework mode is for local use only)"
+            )
+    elif bot_secret is None and (bot_auth_type or "ClientSecret").lower() == "clientsecret":
+        problems.append(f"{_CONN}CLIENTSECRET: required with CLIENTID (or set {_CONN}AUTHTYPE)")
+
+    database_url = normalise_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        problems.append(
+            f"DATABASE_URL: expected sqlite:///path or postgresql://..., got {database_url.split('@')[-1]!r}"
+        )
+
+    approval_mode = choice("APPROVAL_MODE", ("none", "peer"), "none")
+
+    reason_map = dict(DEFAULT_REASON_MAP)
+    mapping = get("DEPROVISION_REASON_MAP")
+    if mapping:
+        for item in mapping.split(","):
+            key, sep, wire = item.partition("=")
+            key, wire = key.strip(), wire.strip()
+            if not sep or key not in DEFAULT_REASON_MAP or not wire:
+                problems.append(
+                    "DEPROVISION_REASON_MAP: expected key=value pairs with keys "
+                    f"{', '.join(DEFAULT_REASON_MAP)}, got {item.strip()!r}"
+                )
+                continue
+            reason_map[key] = wire
+
+    role_ids = tuple(r.strip() for r in (get("ENTRA_ADMIN_ROLE_IDS") or "").split(",") if r.strip()) or (
+        GLOBAL_ADMINISTRATOR,
+        INTUNE_ADMINISTRATOR,
+    )
+
+    crash_point = get("BOT_TEST_CRASH_POINT")
+    if crash_point and app_env == "production":
+        problems.append("BOT_TEST_CRASH_POINT: test-only fault injection is refused when APP_ENV=production")
+
+    invoke_budget = duration("INVOKE_BUDGET", 3.0)
+    if invoke_budget > 4.5:
+        problems.append("INVOKE_BUDGET: must be at most 4.5s (Teams retries invokes after about 5 s)")
+
+    settings = Settings(
+        tenant_id=tenant_id or "",
+        client_id=client_id or "",
+        client_secret=secret,
+        client_certificate_path=None if secret else cert,
+        use_managed_identity=use_mi and not secret and not cert,
+        authority_host=authority_host,
+        graph_base_url=graph_base_url,
+        graph_resource=(get("GRAPH_RESOURCE") or DEFAULT_GRAPH_RESOURCE).rstrip("/"),
+        ca_file=get("REQUESTS_CA_BUNDLE") or get("SSL_CERT_FILE"),
+        port=port,
+        host=get("HOST") or "0.0.0.0",  # noqa: S104
+        app_env=app_env,  # type: ignore[arg-type]
+        log_format=log_format,  # type: ignore[arg-type]
+        log_level=log_level,
+        bot_client_id=bot_client_id,
+        bot_client_secret=bot_secret,
+        bot_tenant_id=bot_tenant,
+        bot_auth_type=bot_auth_type,
+        database_url=database_url,
+        action_ttl=duration("ACTION_TTL", DEFAULT_ACTION_TTL),
+        approval_mode=approval_mode,  # type: ignore[arg-type]
+        approval_ttl=duration("APPROVAL_TTL", DEFAULT_APPROVAL_TTL),
+        approval_channel_id=get("APPROVAL_CHANNEL_ID"),
+        approver_group_id=get("APPROVER_GROUP_ID"),
+        rbac_cache_ttl=duration("RBAC_CACHE_TTL", DEFAULT_RBAC_CACHE_TTL),
+        entra_admin_roles_allowed=boolean("ENTRA_ADMIN_ROLES_ALLOWED", True),
+        entra_admin_role_ids=role_ids,
+        reason_map=reason_map,
+        graph_timeout=duration("GRAPH_TIMEOUT", 20.0),
+        graph_max_retry_wait=duration("GRAPH_MAX_RETRY_WAIT", 30.0),
+        graph_retry_after_cap=duration("GRAPH_RETRY_AFTER_CAP", 10.0),
+        invoke_budget=invoke_budget,
+        sweep_interval=duration("SWEEP_INTERVAL", 30.0),
+        crash_point=crash_point,
+    )
+    if problems:
+        raise SettingsError(problems)
+    return settings

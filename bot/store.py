@@ -1,0 +1,452 @@
+"""Durable state: pending actions as a compare-and-set state machine, on SQLite or PostgreSQL.
+
+States::
+
+    requested ──confirm──▶ submitting ──204──▶ submitted
+        │  ╲                   │  ╲
+        │   ╲─peer mode─▶ awaiting_approval ──approve──▶ submitting
+        │                      │                 ╲──error──▶ failed ──retry (if Graph said "later")──▶ submitting
+        ├──cancel──▶ cancelled  ├──reject──▶ cancelled  ╲──timeout──▶ unknown
+        └──ttl──▶ expired       └──ttl──▶ expired
+
+Every transition is one conditional ``UPDATE … WHERE id = ? AND version = ? AND state IN (…)``; the row's
+``version`` increments, so two instances receiving the same click cannot both proceed. ``inflight_device`` is
+a unique column set while an action is awaiting approval, submitting or submitted: the database itself refuses
+a second action on the same device. The schema is managed by Alembic (``bot/migrations``), applied at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger("bot.store")
+
+metadata = sa.MetaData()
+
+REQUESTED = "requested"
+AWAITING_APPROVAL = "awaiting_approval"
+SUBMITTING = "submitting"
+SUBMITTED = "submitted"
+FAILED = "failed"
+UNKNOWN = "unknown"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+STATES = (REQUESTED, AWAITING_APPROVAL, SUBMITTING, SUBMITTED, FAILED, UNKNOWN, CANCELLED, EXPIRED)
+OPEN_STATES = (REQUESTED, AWAITING_APPROVAL)
+INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED)
+FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED)
+
+#: The allowed transitions — the one table the workflow obeys.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    REQUESTED: (SUBMITTING, AWAITING_APPROVAL, CANCELLED, EXPIRED, FAILED),
+    AWAITING_APPROVAL: (SUBMITTING, CANCELLED, EXPIRED, FAILED),
+    SUBMITTING: (SUBMITTED, FAILED, UNKNOWN),
+    FAILED: (SUBMITTING,),
+    SUBMITTED: (),
+    UNKNOWN: (SUBMITTED,),
+    CANCELLED: (),
+    EXPIRED: (),
+}
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(24), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Column("requester_id", sa.String(64), nullable=False, index=True),
+    sa.Column("requester_name", sa.String(256), nullable=False, default=""),
+    sa.Column("requester_mri", sa.String(256), nullable=False, default=""),
+    sa.Column("device_id", sa.String(64), nullable=False, index=True),
+    sa.Column("device_name", sa.String(256), nullable=False, default=""),
+    sa.Column("device_serial", sa.String(128), nullable=False, default=""),
+    sa.Column("device_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("reason", sa.String(64)),
+    sa.Column("preset_reason", sa.String(64)),
+    sa.Column("approver_id", sa.String(64)),
+    sa.Column("approver_name", sa.String(256)),
+    sa.Column("comment", sa.Text),
+    sa.Column("conversation_id", sa.String(512), nullable=False, default=""),
+    sa.Column("conversation_type", sa.String(32), nullable=False, default="personal"),
+    sa.Column("conversation_ref", sa.Text, nullable=False, default="{}"),
+    sa.Column("card_activity_id", sa.String(256)),
+    sa.Column("approval_ref", sa.Text),
+    sa.Column("approval_activity_id", sa.String(256)),
+    sa.Column("approver_mris", sa.Text, nullable=False, default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("client_request_id", sa.String(64)),
+    sa.Column("graph_request_id", sa.String(128)),
+    sa.Column("error_code", sa.String(128)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("retryable", sa.Boolean, nullable=False, default=False),
+    sa.Column("decision_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("notified", sa.Boolean, nullable=False, default=False),
+    sa.Column("inflight_device", sa.String(64), unique=True),
+)
+
+selections = sa.Table(
+    "selections",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("requester_id", sa.String(64), nullable=False),
+    sa.Column("candidates_json", sa.Text, nullable=False),
+    sa.Column("preset_reason", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used", sa.Boolean, nullable=False, default=False),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("action_id", sa.String(64), index=True),
+    sa.Column("actor_id", sa.String(64)),
+    sa.Column("actor_name", sa.String(256)),
+    sa.Column("device_id", sa.String(64), index=True),
+    sa.Column("device_name", sa.String(256)),
+    sa.Column("device_serial", sa.String(128)),
+    sa.Column("reason", sa.String(64)),
+    sa.Column("conversation_id", sa.String(512)),
+    sa.Column("details", sa.Text, nullable=False, default="{}"),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+
+class DeviceBusy(Exception):
+    """Another action already holds this device (awaiting approval, submitting or submitted)."""
+
+
+@dataclass
+class Action:
+    id: str
+    tenant_id: str
+    state: str
+    requester_id: str
+    device_id: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+    version: int = 1
+    requester_name: str = ""
+    requester_mri: str = ""
+    device_name: str = ""
+    device_serial: str = ""
+    device_json: str = "{}"
+    reason: str | None = None
+    preset_reason: str | None = None
+    approver_id: str | None = None
+    approver_name: str | None = None
+    comment: str | None = None
+    conversation_id: str = ""
+    conversation_type: str = "personal"
+    conversation_ref: str = "{}"
+    card_activity_id: str | None = None
+    approval_ref: str | None = None
+    approval_activity_id: str | None = None
+    approver_mris: str = "[]"
+    lease_until: float | None = None
+    client_request_id: str | None = None
+    graph_request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool = False
+    decision_json: str = "{}"
+    notified: bool = False
+    inflight_device: str | None = None
+
+    @property
+    def device(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.device_json or "{}")
+        return data
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.conversation_ref or "{}")
+        return data
+
+    @property
+    def is_group(self) -> bool:
+        return self.conversation_type in ("groupChat", "channel")
+
+    def expired(self, now: float) -> bool:
+        return self.state in OPEN_STATES and now >= self.expires_at
+
+
+_ACTION_FIELDS = {f.name for f in fields(Action)}
+
+
+@dataclass
+class Selection:
+    id: str
+    tenant_id: str
+    requester_id: str
+    candidates: list[dict[str, Any]]
+    preset_reason: str | None
+    created_at: float
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class Store:
+    """Async access to the actions, selections and audit tables."""
+
+    engine: AsyncEngine
+    url: str
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> Store:
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+        else:
+            engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        store = cls(engine, url)
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def migrate(self) -> None:
+        from bot.migrations import upgrade
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def current_revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            try:
+                row = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).first()
+            except Exception:
+                return None
+        return str(row[0]) if row else None
+
+    # -- actions -----------------------------------------------------------------------------------------
+
+    async def create(self, action: Action) -> Action:
+        values = {k: v for k, v in action.__dict__.items() if k in _ACTION_FIELDS}
+        async with self.engine.begin() as conn:
+            await conn.execute(actions.insert().values(**values))
+        return action
+
+    async def get(self, action_id: str) -> Action | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(actions.select().where(actions.c.id == action_id))).mappings().first()
+        return Action(**dict(row)) if row else None
+
+    async def transition(
+        self,
+        action: Action,
+        new_state: str,
+        *,
+        from_states: Iterable[str] | None = None,
+        now: float | None = None,
+        **changes: Any,
+    ) -> Action | None:
+        """Compare-and-set: move ``action`` to ``new_state`` only if nobody changed it since it was read.
+
+        Returns the updated action, or ``None`` when another click/instance won the race.
+        Raises :class:`DeviceBusy` when the move would give the device a second in-flight action.
+        """
+        allowed_from = tuple(from_states or (action.state,))
+        if new_state not in TRANSITIONS.get(action.state, ()) and new_state != action.state:
+            raise ValueError(f"transition {action.state} → {new_state} is not allowed")
+        changes = {k: v for k, v in changes.items() if k in _ACTION_FIELDS}
+        changes["inflight_device"] = action.device_id if new_state in INFLIGHT_STATES else None
+        stamp = now if now is not None else time.time()
+        statement = (
+            actions.update()
+            .where(
+                actions.c.id == action.id,
+                actions.c.version == action.version,
+                actions.c.state.in_(allowed_from),
+            )
+            .values(state=new_state, version=action.version + 1, updated_at=stamp, **changes)
+        )
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(statement)
+        except IntegrityError as exc:
+            raise DeviceBusy(action.device_id) from exc
+        if result.rowcount != 1:
+            return None
+        updated = Action(**{**action.__dict__, **changes})
+        updated.state, updated.version, updated.updated_at = new_state, action.version + 1, stamp
+        return updated
+
+    async def update_fields(self, action_id: str, **changes: Any) -> None:
+        """Non-state bookkeeping (card message id, notified flag) — not part of the CAS protocol."""
+        changes = {k: v for k, v in changes.items() if k in _ACTION_FIELDS and k not in ("state", "version")}
+        async with self.engine.begin() as conn:
+            await conn.execute(actions.update().where(actions.c.id == action_id).values(**changes))
+
+    async def _select(self, *where: Any, order: Any = None, limit: int | None = None) -> list[Action]:
+        query = actions.select().where(*where)
+        if order is not None:
+            query = query.order_by(order)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [Action(**dict(r)) for r in rows]
+
+    async def due_for_expiry(self, now: float) -> list[Action]:
+        return await self._select(actions.c.state.in_(OPEN_STATES), actions.c.expires_at <= now, limit=200)
+
+    async def stale_submitting(self, now: float) -> list[Action]:
+        return await self._select(
+            actions.c.state == SUBMITTING,
+            sa.or_(actions.c.lease_until.is_(None), actions.c.lease_until <= now),
+            limit=200,
+        )
+
+    async def unnotified(self) -> list[Action]:
+        return await self._select(actions.c.state == UNKNOWN, actions.c.notified.is_(False), limit=200)
+
+    async def inflight_for_device(self, device_id: str) -> Action | None:
+        found = await self._select(actions.c.inflight_device == device_id, limit=1)
+        return found[0] if found else None
+
+    async def latest_for_device(self, device_id: str) -> Action | None:
+        found = await self._select(actions.c.device_id == device_id, order=actions.c.created_at.desc(), limit=1)
+        return found[0] if found else None
+
+    async def history(
+        self, *, device_id: str | None = None, requester_id: str | None = None, limit: int = 10
+    ) -> list[Action]:
+        where = []
+        if device_id:
+            where.append(actions.c.device_id == device_id)
+        if requester_id:
+            where.append(actions.c.requester_id == requester_id)
+        return await self._select(*where, order=actions.c.created_at.desc(), limit=limit)
+
+    async def awaiting_approval(self, tenant_id: str, limit: int = 20) -> list[Action]:
+        return await self._select(
+            actions.c.state == AWAITING_APPROVAL,
+            actions.c.tenant_id == tenant_id,
+            order=actions.c.created_at.asc(),
+            limit=limit,
+        )
+
+    async def count(self, state: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(actions)
+        if state:
+            query = query.where(actions.c.state == state)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    # -- selections (the "which one did you mean?" card) --------------------------------------------------
+
+    async def create_selection(self, selection: Selection) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                selections.insert().values(
+                    id=selection.id,
+                    tenant_id=selection.tenant_id,
+                    requester_id=selection.requester_id,
+                    candidates_json=json.dumps(selection.candidates),
+                    preset_reason=selection.preset_reason,
+                    created_at=selection.created_at,
+                    expires_at=selection.expires_at,
+                    used=False,
+                )
+            )
+
+    async def take_selection(self, selection_id: str) -> Selection | None:
+        """Single use: marks the selection used and returns it, or ``None`` if unknown or already used."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                selections.update()
+                .where(selections.c.id == selection_id, selections.c.used.is_(False))
+                .values(used=True)
+            )
+            if result.rowcount != 1:
+                return None
+            row = (await conn.execute(selections.select().where(selections.c.id == selection_id))).mappings().one()
+        return Selection(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            requester_id=row["requester_id"],
+            candidates=json.loads(row["candidates_json"]),
+            preset_reason=row["preset_reason"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            used=True,
+        )
+
+    async def get_selection(self, selection_id: str) -> Selection | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(selections.select().where(selections.c.id == selection_id))).mappings().first()
+        if row is None:
+            return None
+        return Selection(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            requester_id=row["requester_id"],
+            candidates=json.loads(row["candidates_json"]),
+            preset_reason=row["preset_reason"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            used=bool(row["used"]),
+        )
+
+
+async def wait_for_database(url: str, attempts: int = 10) -> None:
+    """Used by the CLI and tests: retry a connection briefly (PostgreSQL starting up)."""
+    engine = create_async_engine(url)
+    try:
+        for attempt in range(attempts):
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+                return
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,86 @@
+"""Informational cards: help, "which device?", status, history, pending approvals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bot import messages as m
+from cards import verbs
+from cards.deprovision import device_facts, iso_when, when
+from cards.elements import card, container, execute, facts, text
+
+
+def help_card() -> dict[str, Any]:
+    rows = [(f"{cmd}", what) for cmd, what in m.HELP_LINES]
+    return card(
+        [text(m.PRODUCT, weight="bolder", size="medium"), text(m.HELP_TITLE, subtle=True), facts(rows)],
+        fallback_text=m.help_text(),
+    )
+
+
+def selection_card(query: str, total: int, selection_id: str, candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One button per candidate; the button carries only the selection id and an index."""
+    body: list[Any] = [
+        text(m.CARD_SELECT_TITLE, weight="bolder", size="medium"),
+        text(m.ambiguous(query, total)),
+    ]
+    actions = []
+    for index, device in enumerate(candidates):
+        user = device.get("user_display_name") or device.get("user_principal_name") or m.NO_PRIMARY_USER
+        body.append(
+            container(
+                [
+                    text(f"{index + 1}. {device.get('name')} — {device.get('serial')}", weight="bolder"),
+                    text(
+                        f"{user} · last sync {iso_when(str(device.get('last_sync') or ''))}",
+                        subtle=True,
+                        spacing="none",
+                    ),
+                ]
+            )
+        )
+        actions.append(
+            execute(
+                f"{index + 1}. {device.get('serial') or device.get('name')}",
+                verbs.SELECT,
+                {"selectionId": selection_id, "index": index},
+                inputs="none",
+            )
+        )
+    body.append(text(m.card_select_hint(), subtle=True))
+    return card(body, actions, fallback_text=m.ambiguous(query, total))
+
+
+def status_card(
+    device: dict[str, Any],
+    tag_names: dict[str, str],
+    *,
+    operating_system: str,
+    management_state: str,
+    chrome_state: str,
+    last_action: str,
+) -> dict[str, Any]:
+    rows = [
+        *device_facts(device, tag_names),
+        (m.FACT_OS, operating_system or m.NONE),
+        (m.FACT_STATE, management_state or m.NONE),
+        (m.FACT_CHROME_STATE, chrome_state or m.NONE),
+        (m.FACT_LAST_ACTION, last_action or m.NONE),
+    ]
+    title = m.status_title(str(device.get("name") or ""))
+    return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
+
+
+def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
+
+
+def pending_card(title: str, items: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
+    """``items``: (action id, one-line summary, expires at)."""
+    body: list[Any] = [text(title, weight="bolder", size="medium")]
+    actions = []
+    for action_id, summary, expires_at in items[:10]:
+        body.append(text(f"{summary} · expires {when(expires_at)}"))
+        actions.append(execute(f"Open: {summary[:30]}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
+    return card(body, actions, fallback_text=title)
