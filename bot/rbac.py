@@ -270,7 +270,7 @@ class RbacChecker:
                 {
                     "id": "assignments",
                     "method": "GET",
-                    "url": "/deviceManagement/roleAssignments?$expand=roleDefinition($select=id)",
+                    "url": "/deviceManagement/roleAssignments?$expand=roleDefinition",
                 },
                 {
                     "id": "tags",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from microsoft_agents.activity import Activity
 from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_middleware, start_agent_process
 from microsoft_agents.hosting.core import AgentApplication, TurnState
 
@@ -140,6 +141,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "body must be a JSON activity"}, status=400)
     if not isinstance(body, dict):
         return web.json_response({"error": "body must be a JSON activity"}, status=400)
+    try:
+        Activity.model_validate(body)
+    except ValueError:
+        log.warning("malformed activity refused")
+        return web.json_response({"error": "malformed activity"}, status=400)
     request["activity_summary"] = {
         "type": safe(body.get("type", ""), 40),
         "name": safe(body.get("name", ""), 60) or None,
