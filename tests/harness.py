@@ -7,6 +7,7 @@ card updates and proactive messages from the capture server, which plays the Bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -143,10 +144,8 @@ class Connector:
             if remaining <= 0:
                 raise AssertionError("timed out waiting for the connector")
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 0.2))
-            except TimeoutError:
-                pass
 
 
 _PERSONAL = "a:1personal-chat"

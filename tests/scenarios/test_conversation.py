@@ -135,7 +135,7 @@ async def test_device_named_in_invoke_data_is_ignored(bot, sim):
 
 
 async def test_reason_is_required_and_must_be_one_of_googles(bot, sim):
-    card, message_id = await request_card(bot)
+    card, _message_id = await request_card(bot)
     action_id = action_id_of(card)
     for bad in ({}, {"reason": ""}, {"reason": "because I said so"}):
         response = card_of(await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id, **bad}))
@@ -329,7 +329,7 @@ async def test_foreign_tenant_is_refused_without_reply_or_graph_call(bot, sim, c
         text=f"deprovision {SERIAL}",
         tenant="ffffffff-0000-0000-0000-000000000000",
     )
-    status, payload = await bot.post(body)
+    status, _payload = await bot.post(body)
     assert status == 403
     await asyncio.sleep(0.2)
     assert connector.calls == [] and sim.calls == []
