@@ -148,7 +148,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "malformed activity"}, status=400)
     request["activity_summary"] = {
         "type": safe(body.get("type", ""), 40),
-        "name": safe(body.get("name", ""), 60) or None,
+        "invoke": safe(body.get("name", ""), 60) or None,
         "conversation_type": safe((body.get("conversation") or {}).get("conversationType", ""), 20) or None,
     }
     tenant = activity_tenant(body)

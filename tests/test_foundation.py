@@ -1,0 +1,188 @@
+"""The server's foundation: start-up validation, health endpoints, welcome, help, and log hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.settings import SettingsError, load_settings
+from tests.harness import ALEX, activity, card_text, env_for, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_ENV = {"ENV_FILE": "/nonexistent/.env", "PATH": os.environ.get("PATH", "")}
+
+
+def run_app(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "app.py", *args], cwd=ROOT, env={**BASE_ENV, **env}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_missing_settings_stop_the_process_with_one_line_each():
+    result = run_app({})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"):
+        assert any(line.strip().startswith(name + ":") for line in lines), result.stderr
+
+
+def test_malformed_settings_name_the_variable_and_what_is_expected():
+    env = {
+        "AZURE_TENANT_ID": "not a tenant!",
+        "AZURE_CLIENT_ID": "abc",
+        "AZURE_CLIENT_SECRET": "s3cret-value",
+        "PORT": "99999",
+        "GRAPH_BASE_URL": "http://graph.example.com/v1",
+        "APPROVAL_MODE": "sometimes",
+        "ENTRA_ADMIN_ROLES_ALLOWED": "maybe",
+        "ACTION_TTL": "soon",
+        "DATABASE_URL": "mysql://db/x",
+    }
+    result = run_app(env)
+    assert result.returncode == 2
+    err = result.stderr
+    for expected in (
+        "AZURE_TENANT_ID: expected a tenant GUID",
+        "PORT: expected a TCP port",
+        "GRAPH_BASE_URL: expected https://",
+        "APPROVAL_MODE: expected one of none, peer",
+        "ENTRA_ADMIN_ROLES_ALLOWED: expected one of true/false",
+        "ACTION_TTL: expected a duration",
+        "DATABASE_URL: expected sqlite",
+    ):
+        assert expected in err, err
+    assert "s3cret-value" not in err
+
+
+def test_production_refuses_anonymous_bot_framework_mode():
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                **BASE_ENV,
+                "APP_ENV": "production",
+                "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+                "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+                "AZURE_CLIENT_SECRET": "x" * 10,
+            }
+        )
+    assert any("CLIENTID: required when APP_ENV=production" in p for p in info.value.problems)
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path: Path):
+    env_file = tmp_path / "bot.env"
+    env_file.write_text(
+        "# comment\nAZURE_TENANT_ID=00000000-0000-0000-0000-000000000001\n"
+        "AZURE_CLIENT_ID='11111111-2222-3333-4444-555555555555'\nAZURE_CLIENT_SECRET=\"from-file\"\nPORT=4000\n"
+    )
+    settings = load_settings({"ENV_FILE": str(env_file), "PORT": "4001"})
+    assert settings.client_secret == "from-file" and settings.port == 4001
+    assert settings.anonymous and settings.database_url.startswith("sqlite+aiosqlite://")
+
+
+async def test_health_and_readiness(bot, sim):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{bot.url}/healthz") as response:
+            assert response.status == 200 and (await response.json())["status"] == "ok"
+        async with session.get(f"{bot.url}/readyz") as response:
+            body = await response.json()
+            assert response.status == 200, body
+            assert body["checks"] == {"database": "ok", "graph_token": "ok"}
+
+
+async def test_readiness_fails_when_graph_credentials_are_wrong(make_bot):
+    bot = await make_bot(AZURE_CLIENT_SECRET="wrong-secret-value")
+    async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/readyz") as response:
+        body = await response.json()
+    assert response.status == 503 and body["checks"]["graph_token"].startswith("failed")
+
+
+async def test_unknown_text_and_help_answer_with_usage(bot):
+    replies = await bot.say(ALEX, "what can you do")
+    assert any("didn't understand" in r.text for r in replies)
+    assert any("deprovision <device>" in card_text(c) for r in replies for c in r.cards)
+    replies = await bot.say(ALEX, "HELP")
+    assert "status <device>" in card_text(replies[-1].cards[0])
+
+
+async def test_welcome_on_install(bot, connector):
+    body = activity(
+        "conversationUpdate",
+        ALEX,
+        service_url=connector.url,
+        membersAdded=[{"id": "28:00000000-0000-0000-0000-00000000000011", "name": "Device Deprovision"}],
+    )
+    status, _ = await bot.post(body)
+    assert status in (200, 202)
+    body = activity("installationUpdate", ALEX, service_url=connector.url, action="add")
+    status, _ = await bot.post(body)
+    assert status in (200, 202)
+    welcomes = [s for s in connector.sent() if "Type `help`" in s.text]
+    assert len(welcomes) == 2
+
+
+async def test_bad_bodies_get_400_not_500(bot):
+    assert (await bot.post({"type": "message", "conversation": "nope"}))[0] == 400
+    assert bot.session is not None
+    async with bot.session.post(f"{bot.url}/api/messages", data=b"not json", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
+
+
+async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
+    """Run the real process at DEBUG through a full flow and a token failure; scan everything it logged."""
+    port = free_port()
+    secret = sim.client_secret
+    env = {
+        **env_for(sim, f"sqlite:///{tmp_path}/bot.db", PORT=str(port), LOG_LEVEL="DEBUG", LOG_FORMAT="json"),
+        "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__ANONYMOUS_ALLOWED": "true",
+    }
+    log_path = tmp_path / "bot.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    try:
+                        async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                url = f"http://127.0.0.1:{port}/api/messages"
+                message = activity("message", ALEX, service_url=connector.url, text="deprovision 5CD0832TGL")
+                async with session.post(url, json=message, headers={"Authorization": f"Bearer {secret}"}) as r:
+                    assert r.status in (401, 403)  # a bearer in anonymous mode is still checked; never logged
+                async with session.post(url, json=message) as r:
+                    assert r.status in (200, 202)
+                sent = await connector.wait_for(lambda c: [s for s in c.sent() if s.cards])
+                action_id = sent[-1].cards[0]["actions"][0]["data"]["actionId"]
+                click = activity(
+                    "invoke",
+                    ALEX,
+                    service_url=connector.url,
+                    name="adaptiveCard/action",
+                    value={"action": {"type": "Action.Execute", "verb": "deprovision.confirm", "data": {"actionId": action_id, "reason": "retiring_device"}}},
+                )
+                async with session.post(url, json=click) as r:
+                    assert r.status == 200
+                assert sim.deprovision_posts()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0  # graceful shutdown on SIGTERM
+    logged = log_path.read_text()
+    assert "graph call" in logged and "request" in logged  # it did log the traffic
+    assert "ANONYMOUS" in logged
+    assert secret not in logged
+    issued = list(sim.entra.tokens)
+    assert issued
+    for token in issued:
+        assert token not in logged
