@@ -1,0 +1,176 @@
+"""``make run``: the simulated Microsoft cloud + the bot + the Microsoft 365 Agents Playground.
+
+1. the simulator (Entra sign-in + Graph over HTTPS with a throw-away CA) runs in this process;
+2. the bot runs as ``python app.py`` configured against it (anonymous Bot Framework mode, local only);
+3. the Playground (npm ``@microsoft/m365agentsplayground``, installed by the Makefile) plays Teams.
+
+Open the printed URL; Ctrl-C stops all three. Switch the Playground's user to see each permission outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from simulator import Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYGROUND = ROOT / "node_modules" / "@microsoft" / "m365agentsplayground" / "cli.js"
+DEMO_DB = ROOT / "data" / "demo.db"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def demo_environment(sim: Simulator, bot_port: int, database_url: str, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONNECTIONS__")}
+    env.update(sim.env())
+    env.update(
+        {
+            "ENV_FILE": "/nonexistent/.env",
+            "PORT": str(bot_port),
+            "HOST": "127.0.0.1",
+            "DATABASE_URL": database_url,
+            "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__ANONYMOUS_ALLOWED": "true",
+            "APP_ENV": "development",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+async def wait_ready(url: str, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).status)  # noqa: S310
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+async def start_playground(bot_port: int, port: int, cwd: Path) -> asyncio.subprocess.Process:
+    node = shutil.which("node")
+    if node is None or not PLAYGROUND.exists():
+        raise RuntimeError("Node.js or the Playground is missing: run `make run` (it installs node_modules)")
+    env = {**os.environ, "TEAMSAPPTESTER_BROWSER": "none", "TEAMSAPPTESTER_PORT": str(port)}
+    cwd.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        node,
+        str(PLAYGROUND),
+        "-e",
+        f"http://127.0.0.1:{bot_port}/api/messages",
+        "-c",
+        "msteams",
+        "-p",
+        str(port),
+        "--disable-telemetry",
+        cwd=str(cwd),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def playground_port(process: asyncio.subprocess.Process, timeout: float = 60.0) -> int:
+    """The Playground prints ``Listening on <port>`` (it silently picks another port if the default is taken)."""
+    assert process.stdout is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=max(0.1, deadline - loop.time()))
+        if not line:
+            break
+        text = line.decode(errors="replace").strip()
+        if "Listening on" in text:
+            return int(text.rsplit(" ", 1)[-1].strip().rstrip("."))
+    raise RuntimeError("the Playground did not start")
+
+
+async def stop(process: asyncio.subprocess.Process | None) -> None:
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=10)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
+
+async def run(**bot_env: str) -> None:
+    bot_port = int(os.environ.get("PORT", "3978"))
+    playground_wanted = int(os.environ.get("PLAYGROUND_PORT", "56150"))
+    if not port_free(bot_port):
+        raise SystemExit(f"Port {bot_port} is in use. Stop the other process or run `PORT=3979 make run`.")
+    DEMO_DB.parent.mkdir(exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{DEMO_DB}{suffix}").unlink(missing_ok=True)
+    sim = Simulator(page_size=int(os.environ.get("SIM_PAGE_SIZE", "20")))
+    await sim.start(port=int(os.environ.get("SIM_PORT", "0")))
+    bot: asyncio.subprocess.Process | None = None
+    playground: asyncio.subprocess.Process | None = None
+    try:
+        env = demo_environment(sim, bot_port, f"sqlite:///{DEMO_DB}", **bot_env)
+        bot = await asyncio.create_subprocess_exec(sys.executable, "app.py", cwd=str(ROOT), env=env)
+        await wait_ready(f"http://127.0.0.1:{bot_port}/readyz")
+        playground = await start_playground(bot_port, playground_wanted, ROOT / "data" / "playground")
+        port = await playground_port(playground)
+        banner(sim, bot_port, port)
+        waiters: list[Any] = [asyncio.ensure_future(bot.wait()), asyncio.ensure_future(playground.wait())]
+        if playground.stdout is not None:
+            waiters.append(asyncio.ensure_future(_drain(playground.stdout)))
+        await asyncio.wait(waiters[:2], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+    finally:
+        await stop(playground)
+        await stop(bot)
+        await sim.stop()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+def banner(sim: Simulator, bot_port: int, playground: int) -> None:
+    print(
+        f"""
+  ChromeOS deprovision bot — demo
+  ───────────────────────────────
+  Open:        http://localhost:{playground}   (Microsoft 365 Agents Playground)
+  Bot:         http://127.0.0.1:{bot_port}/api/messages   (anonymous local mode)
+  Simulator:   {sim.base_url}   (Entra + Graph, CA {sim.ca_path})
+
+  Try:  help  ·  deprovision NHS-CART3-01  ·  deprovision NHS-LIB-01  ·  deprovision NHS-OFFICE-PC01
+        status 5CD0832TGL  ·  history
+  Switch the Playground's user (Alex, Megan, Adele, Isaiah, Patti, Lynne) to see each permission outcome.
+  Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
