@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bot.rbac import Decision, DenyReason
 
 PRODUCT = "Device Deprovision"
+
+
+#: Characters that start emphasis, links, code or HTML in Teams markdown (parentheses alone are harmless).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>~])")
+
+
+def md(value: object) -> str:
+    """Escape a user- or Graph-provided value so it renders as text, never as a link or markup."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value))
+
+
+def plain(value: object) -> str:
+    """A value placed inside a `code span` (no escapes there): backticks removed."""
+    return str(value).replace("`", "'")
+
 
 #: Google's four deprovision reasons: key → (label, what it means for licences).
 REASONS: dict[str, tuple[str, str]] = {
@@ -68,7 +84,7 @@ def welcome() -> str:
 
 
 def unknown_command(text: str) -> str:
-    return f"I didn't understand “{text[:60]}”. " + help_text()
+    return f"I didn't understand “{md(text[:60])}”. " + help_text()
 
 
 def usage(problem: str) -> str:
@@ -82,46 +98,48 @@ def usage(problem: str) -> str:
 
 def unknown_reason(text: str) -> str:
     options = ", ".join(f"`{k.replace('_', ' ')}`" for k in REASONS)
-    return f"“{text[:40]}” is not a deprovision reason. Use one of: {options}."
+    return f"“{md(text[:40])}” is not a deprovision reason. Use one of: {options}."
 
 
 def not_found(query: str) -> str:
     return (
-        f"No Intune device matches **{query}** exactly (I checked Intune device id, Entra device id, serial "
+        f"No Intune device matches **{md(query)}** exactly (I checked Intune device id, Entra device id, serial "
         "number and device name). Check the spelling, or use the serial number."
     )
 
 
 def ambiguous(query: str, count: int) -> str:
     more = f" (showing the first 10 of {count})" if count > 10 else ""
-    return f"**{query}** matches {count} devices{more}. Pick the right one — or use its serial number."
+    return f"**{md(query)}** matches {count} devices{more}. Pick the right one — or use its serial number."
 
 
 def lookup_incomplete(query: str) -> str:
     return (
-        f"Intune returned too many devices for **{query}** to check them all safely. "
+        f"Intune returned too many devices for **{md(query)}** to check them all safely. "
         "Use the serial number or the Intune device id."
     )
 
 
 def not_chromeos(name: str, os_name: str) -> str:
     return (
-        f"**{name}** runs {os_name or 'an unknown operating system'}, not ChromeOS. "
+        f"**{md(name)}** runs {md(os_name) if os_name else 'an unknown operating system'}, not ChromeOS. "
         "I only deprovision ChromeOS devices; use the Intune admin center for other platforms."
     )
 
 
 def denied(decision: Decision, device_name: str) -> str:
-    held = ", ".join(decision.roles_held) if decision.roles_held else "no Intune role"
+    held = ", ".join(md(r) for r in decision.roles_held) if decision.roles_held else "no Intune role"
     reason = decision.reason
     if reason == DenyReason.NOT_ALLOWED:
-        why = f"your role **{decision.role_name}** explicitly does not allow Remote tasks / Retire or Managed devices / Read"
+        why = f"your role **{md(decision.role_name)}** explicitly does not allow Remote tasks / Retire or Managed devices / Read"
     elif reason == DenyReason.MISSING_READ:
-        why = f"your role **{decision.role_name}** has Remote tasks / Retire but lacks Managed devices / Read"
+        why = f"your role **{md(decision.role_name)}** has Remote tasks / Retire but lacks Managed devices / Read"
     elif reason == DenyReason.OUT_OF_SCOPE_GROUPS:
-        why = f"**{device_name}** is outside the scope (groups) of your assignment **{decision.assignment_name}**"
+        why = (
+            f"**{md(device_name)}** is outside the scope (groups) of your assignment **{md(decision.assignment_name)}**"
+        )
     elif reason == DenyReason.OUT_OF_SCOPE_TAGS:
-        why = f"**{device_name}** has scope tags that your assignment **{decision.assignment_name}** does not cover"
+        why = f"**{md(device_name)}** has scope tags that your assignment **{md(decision.assignment_name)}** does not cover"
     else:
         why = f"none of your Intune roles ({held}) includes Remote tasks / Retire"
     fix = {
@@ -131,7 +149,7 @@ def denied(decision: Decision, device_name: str) -> str:
         reason or DenyReason.NO_ROLE,
         f"To deprovision you need {ROLES_THAT_WORK}. Ask an Intune administrator.",
     )
-    return f"You can't deprovision **{device_name}**: {why}. {fix}"
+    return f"You can't deprovision **{md(device_name)}**: {why}. {fix}"
 
 
 def denied_history() -> str:
@@ -152,8 +170,8 @@ def anonymous_user() -> str:
 
 def already_in_flight(device_name: str, requester: str, state: str) -> str:
     if state == "submitted":
-        return f"**{device_name}** was already deprovisioned through me (requested by {requester}). Type `status {device_name}` for details."
-    return f"A deprovision request for **{device_name}** by {requester} is already in progress."
+        return f"**{md(device_name)}** was already deprovisioned through me (requested by {md(requester)}). Type `status {plain(device_name)}` for details."
+    return f"A deprovision request for **{md(device_name)}** by {md(requester)} is already in progress."
 
 
 def internal_error() -> str:
@@ -201,19 +219,19 @@ NONE = "—"
 
 
 def card_requested_by(name: str) -> str:
-    return f"Requested by {name}"
+    return f"Requested by {md(name)}"
 
 
 def card_waiting_for(name: str) -> str:
-    return f"Waiting for {name} to confirm. Only {name} can deprovision from this card."
+    return f"Waiting for {md(name)} to confirm. Only {md(name)} can deprovision from this card."
 
 
 def card_only_requester(name: str) -> str:
-    return f"Only {name} can confirm or cancel this request."
+    return f"Only {md(name)} can confirm or cancel this request."
 
 
 def card_expires(when: str) -> str:
-    return f"This request expires at {when} if not confirmed."
+    return f"This request expires at {md(when)} if not confirmed."
 
 
 def card_choose_reason() -> str:
@@ -221,15 +239,15 @@ def card_choose_reason() -> str:
 
 
 def card_working(name: str) -> str:
-    return f"Sent to Intune by {name}. I'll update this card when Intune answers."
+    return f"Sent to Intune by {md(name)}. I'll update this card when Intune answers."
 
 
 def card_done(name: str, when: str) -> str:
-    return f"{name} deprovisioned this device at {when}."
+    return f"{md(name)} deprovisioned this device at {md(when)}."
 
 
 def card_failed(message: str) -> str:
-    return f"Intune did not deprovision the device: {message}"
+    return f"Intune did not deprovision the device: {md(message)}"
 
 
 def card_failed_retry() -> str:
@@ -240,12 +258,12 @@ def card_unknown(device_name: str) -> str:
     return (
         "I sent the request to Intune but could not learn whether it was carried out "
         "(the connection timed out or was interrupted). I will not send it again on my own. "
-        f"Type `status {device_name}` to see what Intune reports before trying again."
+        f"Type `status {plain(device_name)}` to see what Intune reports before trying again."
     )
 
 
 def card_cancelled(name: str) -> str:
-    return f"Cancelled by {name}. Nothing was changed."
+    return f"Cancelled by {md(name)}. Nothing was changed."
 
 
 def card_expired() -> str:
@@ -253,7 +271,9 @@ def card_expired() -> str:
 
 
 def card_awaiting(requester: str) -> str:
-    return f"{requester} confirmed. A second person with the right Intune role must approve before anything is sent."
+    return (
+        f"{md(requester)} confirmed. A second person with the right Intune role must approve before anything is sent."
+    )
 
 
 def card_approver_hint() -> str:
@@ -265,7 +285,7 @@ def card_cannot_approve_own() -> str:
 
 
 def card_rejected(name: str, comment: str) -> str:
-    return f"Rejected by {name}: “{comment}”. Nothing was changed."
+    return f"Rejected by {md(name)}: “{md(comment)}”. Nothing was changed."
 
 
 def card_reject_needs_comment() -> str:
@@ -304,33 +324,33 @@ def not_eligible_role(decision: Decision, device_name: str) -> str:
 
 def proactive_unknown(device_name: str) -> str:
     return (
-        f"⚠️ I couldn't confirm whether **{device_name}** was deprovisioned (I was interrupted while Intune "
-        f"was handling it). I won't resend it. Type `status {device_name}` to check."
+        f"⚠️ I couldn't confirm whether **{md(device_name)}** was deprovisioned (I was interrupted while Intune "
+        f"was handling it). I won't resend it. Type `status {plain(device_name)}` to check."
     )
 
 
 def proactive_done(device_name: str) -> str:
-    return f"✅ **{device_name}** was deprovisioned."
+    return f"✅ **{md(device_name)}** was deprovisioned."
 
 
 def proactive_approved(device_name: str, approver: str) -> str:
-    return f"{approver} approved deprovisioning **{device_name}**."
+    return f"{md(approver)} approved deprovisioning **{md(device_name)}**."
 
 
 def proactive_rejected(device_name: str, approver: str, comment: str) -> str:
-    return f"{approver} rejected deprovisioning **{device_name}**: “{comment}”."
+    return f"{md(approver)} rejected deprovisioning **{md(device_name)}**: “{md(comment)}”."
 
 
 def approval_requested(requester: str, device_name: str) -> str:
-    return f"{requester} asks to deprovision **{device_name}**. An approval card was posted for approvers."
+    return f"{md(requester)} asks to deprovision **{md(device_name)}**. An approval card was posted for approvers."
 
 
 def history_empty(device: str | None) -> str:
-    return f"No actions recorded for **{device}**." if device else "You haven't requested any deprovisioning yet."
+    return f"No actions recorded for **{md(device)}**." if device else "You haven't requested any deprovisioning yet."
 
 
 def history_title(device: str | None) -> str:
-    return f"Last actions for {device}" if device else "Your last actions"
+    return f"Last actions for {md(device)}" if device else "Your last actions"
 
 
 def pending_empty() -> str:
@@ -342,7 +362,7 @@ def pending_title(count: int) -> str:
 
 
 def status_title(name: str) -> str:
-    return f"Status of {name}"
+    return f"Status of {md(name)}"
 
 
 def state_label(state: str) -> str:

@@ -64,12 +64,12 @@ def device_facts(device: dict[str, Any], tag_names: dict[str, str]) -> list[tupl
     if device.get("user_display_name") and device.get("user_principal_name"):
         user = f"{device['user_display_name']} ({device['user_principal_name']})"
     return [
-        (m.FACT_DEVICE, str(device.get("name") or m.NONE)),
-        (m.FACT_SERIAL, str(device.get("serial") or m.NONE)),
-        (m.FACT_USER, str(user)),
-        (m.FACT_OU, str(device.get("enrollment_profile") or m.NONE)),
+        (m.FACT_DEVICE, m.md(device.get("name") or m.NONE)),
+        (m.FACT_SERIAL, m.md(device.get("serial") or m.NONE)),
+        (m.FACT_USER, m.md(user)),
+        (m.FACT_OU, m.md(device.get("enrollment_profile") or m.NONE)),
         (m.FACT_LAST_SYNC, iso_when(str(device.get("last_sync") or ""))),
-        (m.FACT_TAGS, ", ".join(tag_names.get(t, t) for t in tags)),
+        (m.FACT_TAGS, m.md(", ".join(tag_names.get(t, t) for t in tags))),
     ]
 
 

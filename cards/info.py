@@ -31,9 +31,9 @@ def selection_card(query: str, total: int, selection_id: str, candidates: Sequen
         body.append(
             container(
                 [
-                    text(f"{index + 1}. {device.get('name')} — {device.get('serial')}", weight="bolder"),
+                    text(f"{index + 1}. {m.md(device.get('name'))} — {m.md(device.get('serial'))}", weight="bolder"),
                     text(
-                        f"{user} · last sync {iso_when(str(device.get('last_sync') or ''))}",
+                        f"{m.md(user)} · last sync {iso_when(str(device.get('last_sync') or ''))}",
                         subtle=True,
                         spacing="none",
                     ),

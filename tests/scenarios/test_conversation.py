@@ -321,6 +321,13 @@ async def test_bad_input_gets_usage_and_changes_nothing(bot, sim):
     assert not [c for c in sim.calls if "managedDevices" in c.path]
 
 
+async def test_hostile_text_is_echoed_as_text_not_markup(bot):
+    replies = await bot.say(ALEX, "deprovision [click me](https://evil.example)")
+    text = replies[-1].text
+    assert "\\[click me\\](https://evil.example)" in text
+    assert "[click me](" not in text.replace("\\[click me\\](", "")
+
+
 async def test_foreign_tenant_is_refused_without_reply_or_graph_call(bot, sim, connector):
     body = activity(
         "message",
