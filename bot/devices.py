@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ MAX_CANDIDATES = 10
 MAX_SCAN_ROWS = 5000
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+#: C0/C1 controls, zero-width and bidirectional formatting characters (incl. the isolates U+2066-2069, ALM U+061C).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 DEVICE_FIELDS = (
     "id",
@@ -143,7 +145,7 @@ class LookupResult:
 
 def clean_query(text: str) -> str:
     """Validate user text used as a device identifier; raise :class:`InvalidInput`."""
-    value = unicodedata.normalize("NFKC", text).strip().strip('`"“”')
+    value = unicodedata.normalize("NFKC", text).strip().strip('`"“”').strip()
     if not value:
         raise InvalidInput("empty")
     if len(value) > MAX_QUERY_LENGTH:
@@ -151,6 +153,14 @@ def clean_query(text: str) -> str:
     if _CONTROL_RE.search(value):
         raise InvalidInput("control")
     return value
+
+
+#: How a row is re-checked against the property it was filtered on (the Device view also reads legacy names).
+_VERIFY: dict[str, Callable[[Device], str]] = {
+    "serialNumber": lambda d: d.serial,
+    "deviceName": lambda d: d.name,
+    "azureADDeviceId": lambda d: d.azure_ad_device_id,
+}
 
 
 class DeviceDirectory:
@@ -188,8 +198,8 @@ class DeviceDirectory:
             max_items=MAX_SCAN_ROWS,
         )
         wanted = value.casefold()
-        matches = [Device.from_graph(r) for r in rows if str(r.get(prop) or "").casefold() == wanted]
-        return matches, truncated
+        devices = [Device.from_graph(r) for r in rows if isinstance(r, dict)]
+        return [d for d in devices if _VERIFY[prop](d).casefold() == wanted], truncated
 
     async def find(self, text: str) -> LookupResult:
         query = clean_query(text)

@@ -71,7 +71,7 @@ class MsalTokenSource:
         self._resource = resource
         self._lock = asyncio.Lock()
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0
         self._app: Any = None
         self.stats = TokenStats()
 
@@ -113,11 +113,15 @@ class MsalTokenSource:
 
     async def token(self, *, force_refresh: bool = False) -> str:
         now = time.monotonic()
-        if not force_refresh and self._token and now < self._expires_at - _REFRESH_MARGIN:
+        if not force_refresh and self._token and now < self._refresh_at:
             return self._token
+        seen = self._token
         async with self._lock:
             now = time.monotonic()
-            if not force_refresh and self._token and now < self._expires_at - _REFRESH_MARGIN:
+            if not force_refresh and self._token and now < self._refresh_at:
+                return self._token
+            if force_refresh and self._token is not None and self._token != seen:
+                # Another caller refreshed while this one waited for the lock: that token is fresh already.
                 return self._token
             if force_refresh and self._app is not None and not self._settings.use_managed_identity:
                 # Drop msal's own cached copy so the next call really goes to Entra.
@@ -136,7 +140,9 @@ class MsalTokenSource:
                 log.warning("token request refused", extra={"error": code, "detail": desc})
                 raise GraphAuthError(401, code, desc)
             self._token = str(result["access_token"])
-            self._expires_at = time.monotonic() + float(result.get("expires_in", 3599))
+            lifetime = float(result.get("expires_in", 3599))
+            # Renew five minutes before expiry, or half-way through a token that lives less than ten minutes.
+            self._refresh_at = time.monotonic() + lifetime - min(_REFRESH_MARGIN, lifetime / 2)
             log.info("token acquired", extra={"scope": self._scope, "source": result.get("token_source", "")})
             return self._token
 
@@ -269,7 +275,17 @@ class GraphClient:
                 return items, False
             if len(items) >= max_items:
                 return items[:max_items], True
+            if not self._same_origin(str(next_link)):
+                # Following it would hand the bearer token to another host.
+                raise GraphError(0, "UnexpectedNextLink", safe(str(next_link).split("?")[0], 160))
             body = (await self._request("GET", next_link, idempotent=True, headers=headers)).body
+
+    def _same_origin(self, url: str) -> bool:
+        target = httpx.URL(url)
+        if not target.is_absolute_url:
+            return True
+        base = self._http.base_url
+        return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
 
     async def batch(self, requests: Sequence[Mapping[str, Any]], *, version: str = "v1.0") -> dict[str, Any]:
         """Send up to 20 sub-requests in one round trip; return ``{id: {status, body, headers}}``.
@@ -284,7 +300,7 @@ class GraphClient:
         pending = list(requests)
         results: dict[str, Any] = {}
         waited = 0.0
-        for _attempt in range(3):
+        for attempt in range(2):
             response = await self.post(f"/{version}/$batch", {"requests": pending})
             retry: list[Mapping[str, Any]] = []
             delay = 0.0
@@ -294,7 +310,7 @@ class GraphClient:
                     delay = max(delay, _parse_retry_after(headers.get("retry-after")) or 1.0)
                     retry.extend(r for r in pending if str(r["id"]) == str(item.get("id")))
                 results[str(item.get("id"))] = item
-            if not retry:
+            if not retry or attempt == 1:
                 return results
             delay = min(delay, self._settings.graph_retry_after_cap)
             if waited + delay > self._settings.graph_max_retry_wait:
@@ -333,11 +349,13 @@ class GraphClient:
     ) -> GraphResponse:
         waited = 0.0
         refreshed = False
+        fresh: str | None = None
         attempt = 0
         crid = client_request_id or str(uuid.uuid4())
         while True:
             attempt += 1
-            token = await self._tokens.token(force_refresh=False)
+            token = fresh or await self._tokens.token(force_refresh=False)
+            fresh = None
             request_headers = {
                 "Authorization": f"Bearer {token}",
                 "client-request-id": crid,
@@ -390,7 +408,9 @@ class GraphClient:
             retry_after = _parse_retry_after(response.headers.get("Retry-After"))
             if status == 401 and not refreshed:
                 refreshed = True
-                await self._tokens.token(force_refresh=True)
+                current = await self._tokens.token()
+                # Refresh only if nobody has replaced the rejected token yet (concurrent 401s share one refresh).
+                fresh = current if current != token else await self._tokens.token(force_refresh=True)
                 continue
             if status == 401:
                 raise GraphAuthError(status, code, message, request_id=request_id, client_request_id=crid)
