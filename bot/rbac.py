@@ -38,6 +38,7 @@ READ = "Microsoft.Intune_ManagedDevices_Read"
 ALL_DEVICES_SCOPES = {"alldevices", "alldevicesandlicensedusers"}
 LICENSED_USERS_SCOPE = "alllicensedusers"
 CHUNK = 20
+ENTRA_ROLES_HEADERS = {"ConsistencyLevel": "eventual"}
 
 
 def normalise_action(action: str) -> str:
@@ -58,10 +59,15 @@ class RoleDefinition:
     built_in: bool = False
 
     def permits(self, action: str) -> bool:
-        return action not in self.not_allowed and (action in self.allowed or "*" in self.allowed)
+        return not self.forbids(action) and self.mentions(action)
 
     def forbids(self, action: str) -> bool:
-        return action in self.not_allowed
+        # ``"*"`` means every action (§6), in ``notAllowedResourceActions`` too: fail closed.
+        # A prefix wildcard (``Microsoft.Intune_RemoteTasks_*``) in the forbidden list forbids too.
+        return any(
+            entry == action or entry == "*" or (entry.endswith("*") and action.startswith(entry[:-1]))
+            for entry in self.not_allowed
+        )
 
     def mentions(self, action: str) -> bool:
         return action in self.allowed or "*" in self.allowed
@@ -165,10 +171,30 @@ def _tags_match(a: RoleAssignment, facts: Facts) -> bool:
     return not a.scope_tags or bool(set(a.scope_tags) & set(facts.device_tags or ("0",)))
 
 
+def _device_scope_pending(facts: Facts) -> bool:
+    """A held ``resourceScope`` assignment passes clauses 1 and 2 but not (yet) 3.
+
+    Only then can the device object's own group memberships still change the decision (or its reason).
+    """
+    for a in facts.assignments:
+        role = facts.roles.get(a.role_id)
+        if (
+            role is not None
+            and a.scope_type.lower() == "resourcescope"
+            and set(a.members) & facts.requester_groups
+            and role.permits(RETIRE)
+            and role.permits(READ)
+            and not _in_scope(a, facts)
+        ):
+            return True
+    return False
+
+
 def decide(facts: Facts) -> Decision:
     """The pure rule. When denied, the reason is that of the assignment that got furthest."""
     if facts.entra_roles_allowed:
-        for role_id in sorted(facts.entra_role_ids & facts.admin_role_ids):
+        entra_held = {r.lower() for r in facts.entra_role_ids}
+        for role_id in sorted(r for r in facts.admin_role_ids if r.lower() in entra_held):
             return Decision(True, basis="entra_role", entra_role_id=role_id)
     held = [a for a in facts.assignments if set(a.members) & facts.requester_groups]
     roles_held = tuple(dict.fromkeys(facts.roles[a.role_id].name for a in held if a.role_id in facts.roles))
@@ -294,12 +320,14 @@ class RbacChecker:
         tag_names.setdefault("0", "Default")
         return Catalog(roles, assignments, tag_names)
 
-    async def _collect(self, answer: dict[str, Any] | None, what: str) -> list[dict[str, Any]]:
+    async def _collect(
+        self, answer: dict[str, Any] | None, what: str, headers: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         body = self._ok(answer, what)
         items = list(body.get("value", []))
         next_link = body.get("@odata.nextLink")
         while next_link:
-            page = await self._graph.get(next_link)
+            page = await self._graph.get(next_link, headers=headers)
             items.extend(page.get("value", []))
             next_link = page.get("@odata.nextLink")
         return items
@@ -343,15 +371,7 @@ class RbacChecker:
         for i, chunk in enumerate(_chunks(member_groups)):
             requests.append(self._check_groups(f"me{i}", f"/users/{requester_id}", chunk))
         if s.entra_admin_roles_allowed:
-            requests.append(
-                {
-                    "id": "entra",
-                    "method": "GET",
-                    "url": "/roleManagement/directory/transitiveRoleAssignments?$count=true&$filter="
-                    + f"principalId eq {odata_string(requester_id)}&$select=roleDefinitionId",
-                    "headers": {"ConsistencyLevel": "eventual"},
-                }
-            )
+            requests.append(self._entra_roles_request(requester_id))
         device_object = self._device_objects.get(device.azure_ad_device_id, "")
         if scope_groups:
             if device.user_id:
@@ -384,12 +404,14 @@ class RbacChecker:
             elif rid.startswith(("pu", "dv")):
                 device_groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
             elif rid == "entra":
-                rows = self._ok(answer, "transitiveRoleAssignments").get("value", [])
+                rows = await self._collect(answer, "transitiveRoleAssignments", ENTRA_ROLES_HEADERS)
                 entra_roles.update(str(r.get("roleDefinitionId")) for r in rows)
             elif rid == "devobj":
                 rows = self._ok(answer, "devices").get("value", [])
                 match = [r for r in rows if str(r.get("deviceId", "")).lower() == device.azure_ad_device_id.lower()]
                 device_object = str(match[0]["id"]) if len(match) == 1 else None
+                if len(self._device_objects) > 10_000:  # bounded: ids are immutable, the cache is a convenience
+                    self._device_objects.clear()
                 self._device_objects[device.azure_ad_device_id] = device_object
 
         facts = Facts(
@@ -405,10 +427,7 @@ class RbacChecker:
         )
         decision = decide(facts)
         needs_device_groups = (
-            not decision.allowed
-            and decision.reason == DenyReason.OUT_OF_SCOPE_GROUPS
-            and device_object
-            and "devobj" in answers
+            not decision.allowed and device_object and "devobj" in answers and _device_scope_pending(facts)
         )
         if needs_device_groups:
             # Second round trip, only when the device object's own membership can still change the answer.
@@ -424,6 +443,16 @@ class RbacChecker:
             facts.device_scope_groups = frozenset(device_groups)
             decision = decide(facts)
         return decision
+
+    @staticmethod
+    def _entra_roles_request(requester_id: str) -> dict[str, Any]:
+        return {
+            "id": "entra",
+            "method": "GET",
+            "url": "/roleManagement/directory/transitiveRoleAssignments?$count=true&$filter="
+            + f"principalId eq {odata_string(requester_id)}&$select=roleDefinitionId",
+            "headers": dict(ENTRA_ROLES_HEADERS),
+        }
 
     @staticmethod
     def _check_groups(rid: str, base: str, group_ids: list[str]) -> dict[str, Any]:
@@ -451,22 +480,16 @@ class RbacChecker:
             for i, chunk in enumerate(_chunks(g for a in readers for g in a.members))
         ]
         if self._settings.entra_admin_roles_allowed:
-            requests.append(
-                {
-                    "id": "entra",
-                    "method": "GET",
-                    "url": "/roleManagement/directory/transitiveRoleAssignments?$count=true&$filter="
-                    + f"principalId eq {odata_string(requester_id)}&$select=roleDefinitionId",
-                    "headers": {"ConsistencyLevel": "eventual"},
-                }
-            )
-        answers = await self._graph.batch(requests[:CHUNK], version="beta") if requests else {}
+            requests.append(self._entra_roles_request(requester_id))
+        answers: dict[str, Any] = {}
+        for i in range(0, len(requests), CHUNK):
+            answers.update(await self._graph.batch(requests[i : i + CHUNK], version="beta"))
         for rid, answer in answers.items():
-            body = self._ok(answer, rid, allow_404=True)
             if rid == "entra":
-                held = {str(r.get("roleDefinitionId")) for r in body.get("value", [])}
-                if held & set(self._settings.entra_admin_role_ids):
+                rows = await self._collect(answer, "transitiveRoleAssignments", ENTRA_ROLES_HEADERS)
+                held = {str(r.get("roleDefinitionId")).lower() for r in rows}
+                if held & {r.lower() for r in self._settings.entra_admin_role_ids}:
                     return True
-            elif body.get("value"):
+            elif self._ok(answer, rid, allow_404=True).get("value"):
                 return True
         return False
