@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: help venv node run test lint fmt e2e bench package clean
+.PHONY: help venv node run playground test lint fmt e2e bench package clean
 
 help:
 	@echo "make run      start the demo: simulated Microsoft cloud + bot + Microsoft 365 Agents Playground"
+	@echo "make playground DEMO_USER=patti   a second person next to a running demo (approvals)"
 	@echo "make test     lint, format check, type check and the whole test suite (incl. browser end-to-end)"
 	@echo "make e2e      only the browser end-to-end tests"
 	@echo "make bench    benchmarks -> bench/REPORT.md"
@@ -31,6 +32,10 @@ node: $(NODE_STAMP)
 
 run: $(STAMP) $(NODE_STAMP)
 	$(PY) -m bot.demo
+
+# A second Playground as another person (DEMO_USER=patti by default) next to a running `make run`.
+playground: $(STAMP) $(NODE_STAMP)
+	$(PY) -m bot.demo --second
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

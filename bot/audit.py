@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from bot.store import Action, Store, audit_events
+from bot.store import Action, Store, audit_events, serialise_writers
 
 log = logging.getLogger("bot.audit")
 
@@ -55,6 +55,35 @@ _HASHED = (
 )
 
 
+EXPORT_FORMATS = ("csv", "jsonl")
+_AUDIT_APPEND_LOCK = 7_272_002
+
+
+def _now() -> str:
+    return _stamp(datetime.now(UTC))
+
+
+def _stamp(moment: datetime) -> str:
+    """The one text form of ``ts``: UTC, millisecond precision — fixed width, so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def normalise_since(since: str | None) -> str | None:
+    """``--since`` as the stored ``ts`` text form, so the comparison is by time, not by spelling.
+
+    Accepts an ISO date (``2026-11-01``: midnight UTC) or timestamp, with ``Z``, an offset, or none (UTC).
+    """
+    if since is None or not since.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(since.strip())
+    except ValueError:
+        raise ValueError(f"since: expected an ISO date or timestamp such as 2026-11-01, got {since!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return _stamp(moment)
+
+
 @dataclass(frozen=True)
 class Actor:
     id: str
@@ -86,7 +115,7 @@ class AuditLog:
             raise ValueError(f"unknown audit event {event!r}")
         device = device or (action.device if action else {})
         row: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "ts": _now(),
             "event": event,
             "action_id": action.id if action else None,
             "actor_id": actor.id if actor else None,
@@ -99,21 +128,25 @@ class AuditLog:
             "details": json.dumps({k: v for k, v in details.items() if v is not None}, sort_keys=True, default=str),
         }
         for _attempt in range(50):
-            async with self._store.engine.begin() as conn:
-                head = (
-                    await conn.execute(
-                        sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
-                    )
-                ).first()
-                seq = (head[0] + 1) if head else 1
-                prev = head[1] if head else GENESIS
-                full = {**row, "seq": seq, "prev_hash": prev}
-                full["hash"] = _digest(prev, full)
-                try:
+            try:
+                async with self._store.engine.begin() as conn:
+                    # One appender at a time (across instances): read the head and insert under the same lock,
+                    # so the chain never forks and appends don't pile up retrying on ``seq``.
+                    await serialise_writers(conn, _AUDIT_APPEND_LOCK)
+                    head = (
+                        await conn.execute(
+                            sa.select(audit_events.c.seq, audit_events.c.hash)
+                            .order_by(audit_events.c.seq.desc())
+                            .limit(1)
+                        )
+                    ).first()
+                    seq = (head[0] + 1) if head else 1
+                    prev = head[1] if head else GENESIS
+                    full = {**row, "seq": seq, "prev_hash": prev}
+                    full["hash"] = _digest(prev, full)
                     await conn.execute(audit_events.insert().values(**full))
-                except IntegrityError:
-                    await conn.rollback()
-                    continue
+            except IntegrityError:
+                continue  # another writer took this seq (a database without the lock): re-read the head
             log.info(
                 "audit",
                 extra={"event": event, "seq": seq, "action": row["action_id"], "actor": row["actor_id"]},
@@ -122,9 +155,11 @@ class AuditLog:
         raise RuntimeError("could not append to the audit trail")
 
     async def rows(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Events in chain order; ``since`` (ISO date or timestamp, see :func:`normalise_since`) filters on ``ts``."""
         query = sa.select(audit_events).order_by(audit_events.c.seq)
-        if since:
-            query = query.where(audit_events.c.ts >= since)
+        cutoff = normalise_since(since)
+        if cutoff:
+            query = query.where(audit_events.c.ts >= cutoff)
         async with self._store.engine.connect() as conn:
             result = await conn.stream(query)
             async for row in result.mappings():
@@ -153,6 +188,9 @@ class AuditLog:
         return not problems, problems
 
     async def export(self, fmt: str, since: str | None = None) -> str:
+        """``csv`` or ``jsonl`` text of the events since ``since``; raises ValueError for a bad format or date."""
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")
         rows = [row async for row in self.rows(since)]
         if fmt == "jsonl":
             return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)

@@ -4,7 +4,10 @@
 2. the bot runs as ``python app.py`` configured against it (anonymous Bot Framework mode, local only);
 3. the Playground (npm ``@microsoft/m365agentsplayground``, installed by the Makefile) plays Teams.
 
-Open the printed URL; Ctrl-C stops all three. Switch the Playground's user to see each permission outcome.
+Open the printed URL; Ctrl-C stops all three. The Playground 0.2.28 cannot switch users in its UI; its signed-in
+user comes from ``.m365agentsplayground.yml``. ``DEMO_USER=patti make run`` signs in another demo user (one of
+:data:`PLAYGROUND_USERS`), and ``make playground DEMO_USER=patti`` adds a second Playground, as a second person,
+next to a running demo (for the approval flow).
 """
 
 from __future__ import annotations
@@ -17,14 +20,73 @@ import signal
 import socket
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from simulator import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYGROUND = ROOT / "node_modules" / "@microsoft" / "m365agentsplayground" / "cli.js"
 DEMO_DB = ROOT / "data" / "demo.db"
+
+#: The Playground 0.2.28 default identities (``GET /_internal/v1/config``); they match simulator/seeds/demo.yaml.
+#: key → (Playground user id, display name, mail nickname, Entra object id)
+PLAYGROUND_USERS: dict[str, tuple[str, str, str, str]] = {
+    "alex": ("user-id-0", "Alex Wilber", "alexw", "00000000-0000-0000-0000-0000000000020"),
+    "megan": ("user-id-1", "Megan Bowen", "meganb", "00000000-0000-0000-0000-0000000000021"),
+    "adele": ("user-id-2", "Adele Vance", "adelev", "00000000-0000-0000-0000-0000000000022"),
+    "isaiah": ("user-id-3", "Isaiah Langer", "isaiahl", "00000000-0000-0000-0000-0000000000023"),
+    "patti": ("user-id-4", "Patti Fernandez", "pattif", "00000000-0000-0000-0000-0000000000024"),
+    "lynne": ("user-id-5", "Lynne Robbins", "lynner", "00000000-0000-0000-0000-0000000000025"),
+}
+DEFAULT_USER = "alex"  # the Playground's built-in signed-in user
+
+
+def playground_config(current: str, tenant_id: str) -> dict[str, Any]:
+    """A ``.m365agentsplayground.yml`` naming ``current`` as the signed-in user (the schema wants ≥ 5 others)."""
+
+    def user(key: str) -> dict[str, str]:
+        user_id, name, nick, aad = PLAYGROUND_USERS[key]
+        given, _, surname = name.partition(" ")
+        mail = f"{nick}@example.com"
+        return {
+            "id": user_id,
+            "name": name,
+            "userPrincipleName": mail,  # sic: the Playground's field name
+            "aadObjectId": aad,
+            "givenName": given,
+            "surname": surname,
+            "email": mail,
+        }
+
+    return {
+        "version": "0.1.1",
+        "tenantId": tenant_id,
+        "bot": {"id": "00000000-0000-0000-0000-00000000000011", "name": "Test Bot"},
+        "currentUser": user(current),
+        "users": [user(key) for key in PLAYGROUND_USERS if key != current],
+        "personalChat": {"id": str(uuid.uuid4())},
+        "groupChat": {"id": str(uuid.uuid4()), "name": "Group Chat"},
+        "team": {
+            "id": "team-id",
+            "name": "My Team",
+            "aadGroupId": "00000000-0000-0000-0000-000000000031",
+            "channels": [{"id": "channel-announcements-id", "name": "Announcements"}],
+        },
+    }
+
+
+def prepare_playground_dir(cwd: Path, who: str, tenant_id: str) -> None:
+    """A working folder for one Playground, signed in as ``who`` (its log goes to ``cwd/devTools``)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    config = cwd / ".m365agentsplayground.yml"
+    if who == DEFAULT_USER:
+        config.unlink(missing_ok=True)
+    else:
+        config.write_text(yaml.safe_dump(playground_config(who, tenant_id), sort_keys=False))
 
 
 def port_free(port: int) -> bool:
@@ -129,12 +191,16 @@ async def run(**bot_env: str) -> None:
         env = demo_environment(sim, bot_port, f"sqlite:///{DEMO_DB}", **bot_env)
         bot = await asyncio.create_subprocess_exec(sys.executable, "app.py", cwd=str(ROOT), env=env)
         await wait_ready(f"http://127.0.0.1:{bot_port}/readyz")
+        who = os.environ.get("DEMO_USER", DEFAULT_USER).lower()
+        if who not in PLAYGROUND_USERS:
+            raise SystemExit(f"DEMO_USER must be one of {', '.join(PLAYGROUND_USERS)}")
+        prepare_playground_dir(ROOT / "data" / "playground", who, sim.tenant_id)
         playground = await start_playground(bot_port, playground_wanted, ROOT / "data" / "playground")
         port = await playground_port(playground)
-        banner(sim, bot_port, port)
+        banner(sim, bot_port, port, PLAYGROUND_USERS[who][1])
         waiters: list[Any] = [asyncio.ensure_future(bot.wait()), asyncio.ensure_future(playground.wait())]
         if playground.stdout is not None:
-            waiters.append(asyncio.ensure_future(_drain(playground.stdout)))
+            waiters.append(asyncio.ensure_future(drain(playground.stdout)))
         await asyncio.wait(waiters[:2], return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
@@ -144,32 +210,54 @@ async def run(**bot_env: str) -> None:
         await sim.stop()
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
+async def drain(stream: asyncio.StreamReader | None) -> None:
+    """Keep reading a child's output so its pipe never fills."""
+    while stream is not None and await stream.readline():
         pass
 
 
-def banner(sim: Simulator, bot_port: int, playground: int) -> None:
+def banner(sim: Simulator, bot_port: int, playground: int, user: str) -> None:
     print(
         f"""
   ChromeOS deprovision bot — demo
   ───────────────────────────────
-  Open:        http://localhost:{playground}   (Microsoft 365 Agents Playground)
+  Open:        http://localhost:{playground}   (Microsoft 365 Agents Playground, signed in as {user})
   Bot:         http://127.0.0.1:{bot_port}/api/messages   (anonymous local mode)
   Simulator:   {sim.base_url}   (Entra + Graph, CA {sim.ca_path})
 
   Try:  help  ·  deprovision NHS-CART3-01  ·  deprovision NHS-LIB-01  ·  deprovision NHS-OFFICE-PC01
         status 5CD0832TGL  ·  history
-  Switch the Playground's user (Alex, Megan, Adele, Isaiah, Patti, Lynne) to see each permission outcome.
+  Other people: DEMO_USER=megan|adele|isaiah|patti|lynne make run  (each has a different permission outcome);
+  a second person next to this demo (approvals): make playground DEMO_USER=patti
   Ctrl-C stops everything.
 """,
         flush=True,
     )
 
 
+async def second_playground() -> None:
+    """Another Playground, signed in as ``DEMO_USER``, talking to the running demo bot."""
+    who = os.environ.get("DEMO_USER", "patti").lower()
+    if who not in PLAYGROUND_USERS:
+        raise SystemExit(f"DEMO_USER must be one of {', '.join(PLAYGROUND_USERS)}")
+    bot_port = int(os.environ.get("PORT", "3978"))
+    await wait_ready(f"http://127.0.0.1:{bot_port}/healthz", timeout=5)
+    cwd = ROOT / "data" / f"playground-{who}"
+    prepare_playground_dir(cwd, who, "00000000-0000-0000-0000-0000000000001")
+    process = await start_playground(bot_port, 0, cwd)
+    try:
+        port = await playground_port(process)
+        print(
+            f"\n  Second Playground: http://localhost:{port}   (signed in as {PLAYGROUND_USERS[who][1]})\n", flush=True
+        )
+        await asyncio.gather(process.wait(), drain(process.stdout))
+    finally:
+        await stop(process)
+
+
 def main() -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        asyncio.run(second_playground() if "--second" in sys.argv else run())
 
 
 if __name__ == "__main__":

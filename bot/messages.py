@@ -53,6 +53,10 @@ ROLES_THAT_WORK = (
     "Help Desk Operator, School Administrator, or a custom Intune role with "
     "Remote tasks / Retire and Managed devices / Read"
 )
+LICENCE_NOTE = (
+    "Licences: after a same-model replacement, an upgrade bought separately can move to the new device; "
+    "upgrades bundled with a device never transfer."
+)
 FACTORY_RESET_REMINDER = "Reminder: the device must be factory reset (powerwash) before it can enrol again."
 
 HELP_TITLE = "What I can do"
@@ -202,7 +206,7 @@ CARD_SELECT_TITLE = "Which device did you mean?"
 FACT_DEVICE = "Device"
 FACT_SERIAL = "Serial"
 FACT_USER = "Primary user"
-FACT_OU = "OU / enrollment profile"
+FACT_OU = "Google OU"
 FACT_LAST_SYNC = "Last sync"
 FACT_TAGS = "Scope tags"
 FACT_OS = "OS"
@@ -236,6 +240,14 @@ def card_expires(when: str) -> str:
 
 def card_choose_reason() -> str:
     return "Choose a reason before you deprovision."
+
+
+def card_approval_expires(when: str) -> str:
+    return f"This request expires at {md(when)} if nobody approves it."
+
+
+def card_done_approved(requester: str, approver: str, when: str) -> str:
+    return f"Requested by {md(requester)}, approved by {md(approver)}; deprovisioned at {md(when)}."
 
 
 def card_working(name: str) -> str:

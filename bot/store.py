@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger("bot.store")
 
@@ -291,9 +291,12 @@ class Store:
         Returns the updated action, or ``None`` when another click/instance won the race.
         Raises :class:`DeviceBusy` when the move would give the device a second in-flight action.
         """
+        if new_state not in TRANSITIONS:
+            raise ValueError(f"unknown state {new_state!r}")
         allowed_from = tuple(from_states or (action.state,))
-        if new_state not in TRANSITIONS.get(action.state, ()) and new_state != action.state:
-            raise ValueError(f"transition {action.state} → {new_state} is not allowed")
+        for source in {action.state, *allowed_from}:
+            if new_state not in TRANSITIONS.get(source, ()) and new_state != source:
+                raise ValueError(f"transition {source} → {new_state} is not allowed")
         changes = {k: v for k, v in changes.items() if k in _ACTION_FIELDS}
         changes["inflight_device"] = action.device_id if new_state in INFLIGHT_STATES else None
         stamp = now if now is not None else time.time()
@@ -433,6 +436,20 @@ class Store:
             expires_at=row["expires_at"],
             used=bool(row["used"]),
         )
+
+
+async def serialise_writers(conn: AsyncConnection, key: int) -> None:
+    """Make the transaction just begun on ``conn`` the only writer holding ``key`` until it ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: ``BEGIN IMMEDIATE`` takes the database write lock up
+    front (waiting up to the busy timeout), so what the transaction reads cannot change before it writes.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif conn.dialect.name == "sqlite":
+        raw = await conn.get_raw_connection()
+        if not getattr(raw.driver_connection, "in_transaction", True):
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def wait_for_database(url: str, attempts: int = 10) -> None:

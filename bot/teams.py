@@ -184,6 +184,16 @@ def build_agent(
 
 def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> None:
     """One catch-all message route, one invoke route for card actions, welcome on install."""
+    welcomed: set[str] = set()  # Teams sends both conversationUpdate and installationUpdate on install
+
+    async def welcome_once(context: TurnContext) -> None:
+        key = str(context.activity.conversation.id if context.activity.conversation else "")
+        if key in welcomed:
+            return
+        if len(welcomed) > 10_000:
+            welcomed.clear()
+        welcomed.add(key)
+        await context.send_activity(m.welcome())
 
     @app.conversation_update("membersAdded")
     async def on_members_added(context: TurnContext, _state: TurnState) -> None:
@@ -194,12 +204,12 @@ def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> Non
             (context.activity.conversation.conversation_type or "personal") == "personal"
             and any(member.id != bot_id for member in added)
         ):
-            await context.send_activity(m.welcome())
+            await welcome_once(context)
 
     @app.activity(ActivityTypes.installation_update)
     async def on_install(context: TurnContext, _state: TurnState) -> None:
         if str(context.activity.action or "").startswith("add"):
-            await context.send_activity(m.welcome())
+            await welcome_once(context)
 
     @app.message(rank=RouteRank.LAST)
     async def on_message(context: TurnContext, _state: TurnState) -> None:

@@ -304,7 +304,10 @@ class Workflow:
         items = [a for a in await self.store.awaiting_approval(who.tenant_id) if a.requester_id != who.aad_id]
         if not items:
             return Reply(text=m.pending_empty())
-        summary = [(a.id, f"{a.device_name} ({a.device_serial}) by {a.requester_name}", a.expires_at) for a in items]
+        summary = [
+            (a.id, a.device_name, f"{a.device_name} ({a.device_serial}) by {a.requester_name}", a.expires_at)
+            for a in items
+        ]
         return Reply(card=pending_card(m.pending_title(len(items)), summary))
 
     # -- card invokes ------------------------------------------------------------------------------------
@@ -422,6 +425,7 @@ class Workflow:
             await self.audit.record("confirmed", actor=who.actor, action=updated, reason=reason)
         elif approver is not None:
             await self.audit.record("approved", actor=approver.actor, action=updated, requester_id=updated.requester_id)
+            await self._notify(updated, m.proactive_approved(updated.device_name, approver.name))
         task = asyncio.create_task(self._send_to_graph(updated, who if approver is None else approver))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -653,11 +657,7 @@ class Workflow:
         device = await self.devices.get(action.device_id)
         if device is None or not device.is_chromeos:
             return InvokeAnswer(card=await self.render(action, "other", note=m.card_device_changed()))
-        answer = await self._submit(who, action, approver=who)
-        current = await self.store.get(action.id)
-        if current is not None and current.approver_id == who.aad_id:
-            await self._notify(current, m.proactive_approved(current.device_name, who.name))
-        return answer
+        return await self._submit(who, action, approver=who)
 
     async def _reject(self, who: Requester, action: Action, data: dict[str, Any]) -> InvokeAnswer:
         if action.state != AWAITING_APPROVAL:

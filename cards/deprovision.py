@@ -120,11 +120,14 @@ def action_card(view: ActionView, viewer: str) -> dict[str, Any]:
     )
 
 
-def _header(title: str, view: ActionView, *, color: str | None = None) -> list[Any]:
+def _header(
+    title: str, view: ActionView, *, color: str | None = None, extra: list[tuple[str, str]] | None = None
+) -> list[Any]:
+    """Title, requester and ONE fact list (device facts + state facts line up on a phone)."""
     return [
         text(title, weight="bolder", size="medium", color=color),
         text(m.card_requested_by(view.requester_name), subtle=True, spacing="none"),
-        facts(device_facts(view.device, view.tag_names)),
+        facts(device_facts(view.device, view.tag_names) + (extra or [])),
     ]
 
 
@@ -136,7 +139,7 @@ def _requested(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str,
         return body, []
     choices = [(key, m.reason_label(key)) for key in view.reasons]
     body.append(choice_set(verbs.REASON_INPUT, m.CARD_REASON_LABEL, choices, view.preset_reason))
-    body.append(text(_licence_note(), subtle=True))
+    body.append(text(m.LICENCE_NOTE, subtle=True))
     body.append(text(m.card_expires(when(view.expires_at)), subtle=True, spacing="small"))
     data = {"actionId": view.action_id}
     return body, [
@@ -145,15 +148,10 @@ def _requested(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str,
     ]
 
 
-def _licence_note() -> str:
-    return "Licences: " + " ".join(f"{m.reason_label(k).split(' (')[0]} — {note}" for k, (_, note) in m.REASONS.items())
-
-
 def _awaiting(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    body = _header(m.CARD_TITLE_WAITING, view, color="accent")
-    body.append(facts([(m.FACT_REASON, m.reason_label(view.reason))]))
+    body = _header(m.CARD_TITLE_WAITING, view, color="accent", extra=[(m.FACT_REASON, m.reason_label(view.reason))])
     body.append(text(m.card_awaiting(view.requester_name)))
-    body.append(text(m.card_expires(when(view.expires_at)), subtle=True))
+    body.append(text(m.card_approval_expires(when(view.expires_at)), subtle=True))
     if viewer != "approver":
         return body, []
     body.append(text(m.card_approver_hint(), weight="bolder"))
@@ -166,8 +164,12 @@ def _awaiting(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, 
 
 
 def _working(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    body = _header(m.CARD_TITLE_WORKING, view, color="accent")
-    body.append(facts([(m.FACT_REASON, m.reason_label(view.reason)), *_approved_by(view)]))
+    body = _header(
+        m.CARD_TITLE_WORKING,
+        view,
+        color="accent",
+        extra=[(m.FACT_REASON, m.reason_label(view.reason)), *_approved_by(view)],
+    )
     body.append(text(m.card_working(view.approver_name or view.requester_name)))
     return body, []
 
@@ -177,25 +179,24 @@ def _approved_by(view: ActionView) -> list[tuple[str, str]]:
 
 
 def _done(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    body = _header("✅ " + m.CARD_TITLE_DONE, view, color="good")
-    body.append(
-        facts(
-            [
-                (m.FACT_REASON, m.reason_label(view.reason)),
-                (m.FACT_WHEN, when(view.updated_at)),
-                *_approved_by(view),
-                (m.FACT_REQUEST_ID, view.graph_request_id or m.NONE),
-            ]
-        )
-    )
-    body.append(text(m.card_done(view.requester_name, when(view.updated_at))))
+    extra = [
+        (m.FACT_REASON, m.reason_label(view.reason)),
+        (m.FACT_WHEN, when(view.updated_at)),
+        *_approved_by(view),
+        (m.FACT_REQUEST_ID, view.graph_request_id or m.NONE),
+    ]
+    body = _header("✅ " + m.CARD_TITLE_DONE, view, color="good", extra=extra)
+    if view.approval_mode and view.approver_name:
+        body.append(text(m.card_done_approved(view.requester_name, view.approver_name, when(view.updated_at))))
+    else:
+        body.append(text(m.card_done(view.requester_name, when(view.updated_at))))
     body.append(text(m.FACTORY_RESET_REMINDER, weight="bolder"))
     return body, []
 
 
 def _failed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    body = _header("❌ " + m.CARD_TITLE_FAILED, view, color="attention")
-    body.append(facts([(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]))
+    extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
+    body = _header("❌ " + m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
     if view.retryable:
         body.append(text(m.card_failed_retry()))
         if viewer == "requester":
@@ -206,8 +207,8 @@ def _failed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, An
 
 
 def _unknown(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    body = _header("⚠️ " + m.CARD_TITLE_UNKNOWN, view, color="warning")
-    body.append(facts([(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]))
+    extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
+    body = _header("⚠️ " + m.CARD_TITLE_UNKNOWN, view, color="warning", extra=extra)
     body.append(text(m.card_unknown(str(view.device.get("serial") or view.device.get("name") or ""))))
     return body, []
 

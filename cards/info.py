@@ -76,11 +76,12 @@ def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
 
 
-def pending_card(title: str, items: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
-    """``items``: (action id, one-line summary, expires at)."""
+def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:
+    """``items``: (action id, device name, one-line summary, expires at)."""
     body: list[Any] = [text(title, weight="bolder", size="medium")]
     actions = []
-    for action_id, summary, expires_at in items[:10]:
-        body.append(text(f"{summary} · expires {when(expires_at)}"))
-        actions.append(execute(f"Open: {summary[:30]}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
+    for action_id, device_name, summary, expires_at in items[:10]:
+        body.append(text(f"{m.md(summary)} · expires {when(expires_at)}"))
+        label = device_name if len(device_name) <= 40 else device_name[:39] + "…"
+        actions.append(execute(f"Open {label}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
     return card(body, actions, fallback_text=title)

@@ -146,6 +146,8 @@ def test_info_cards_are_teams_safe() -> None:
     )
     assert_teams_safe(history_card("Your last actions", [("2026-11-28 10:00", "NHS-CART3-01 — deprovisioned")] * 10))
     assert_teams_safe(
-        pending_card("1 request(s)", [("abcdefghijklmnopqrstuvwx", "NHS-CART3-01 by Alex", 1_800_000_000)])
+        pending_card(
+            "1 request(s)", [("abcdefghijklmnopqrstuvwx", "NHS-CART3-01", "NHS-CART3-01 by Alex", 1_800_000_000)]
+        )
     )
     assert_teams_safe(message_card("Expired", ["This card is no longer valid."]))
