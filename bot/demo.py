@@ -198,10 +198,19 @@ async def run(**bot_env: str) -> None:
         playground = await start_playground(bot_port, playground_wanted, ROOT / "data" / "playground")
         port = await playground_port(playground)
         banner(sim, bot_port, port, PLAYGROUND_USERS[who][1])
-        waiters: list[Any] = [asyncio.ensure_future(bot.wait()), asyncio.ensure_future(playground.wait())]
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        waiters: list[Any] = [
+            asyncio.ensure_future(bot.wait()),
+            asyncio.ensure_future(playground.wait()),
+            asyncio.ensure_future(stopping.wait()),
+        ]
         if playground.stdout is not None:
             waiters.append(asyncio.ensure_future(drain(playground.stdout)))
-        await asyncio.wait(waiters[:2], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters[:3], return_when=asyncio.FIRST_COMPLETED)
+        print("\n  Stopping the Playground, the bot and the simulator…", flush=True)
         for waiter in waiters:
             waiter.cancel()
     finally:
