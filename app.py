@@ -64,7 +64,11 @@ async def audit_command(settings: Settings, args: argparse.Namespace) -> int:
                 print(problem)
             print("audit trail OK" if ok else f"audit trail TAMPERED: {len(problems)} problem(s)")
             return 0 if ok else 1
-        sys.stdout.write(await audit.export(args.format, args.since))
+        try:
+            sys.stdout.write(await audit.export(args.format, args.since))
+        except ValueError as exc:
+            print(f"audit export: {exc}", file=sys.stderr)
+            return 2
         return 0
     finally:
         await store.close()

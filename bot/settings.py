@@ -88,6 +88,7 @@ class Settings:
     graph_retry_after_cap: float = 10.0
     invoke_budget: float = 3.0
     sweep_interval: float = 30.0
+    submit_lease_grace: float = 10.0
     crash_point: str | None = None  # test-only fault injection, refused in production
 
     @property
@@ -337,6 +338,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         graph_retry_after_cap=duration("GRAPH_RETRY_AFTER_CAP", 10.0),
         invoke_budget=invoke_budget,
         sweep_interval=duration("SWEEP_INTERVAL", 30.0),
+        submit_lease_grace=duration("SUBMIT_LEASE_GRACE", 10.0),
         crash_point=crash_point,
     )
     if problems:

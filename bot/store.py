@@ -346,6 +346,16 @@ class Store:
             limit=200,
         )
 
+    async def claim_notification(self, action_id: str, *, claimed: bool = True) -> bool:
+        """Flip ``notified`` once (compare-and-set), so only one instance tells the requester."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                actions.update()
+                .where(actions.c.id == action_id, actions.c.notified.is_(not claimed))
+                .values(notified=claimed)
+            )
+        return bool(result.rowcount == 1)
+
     async def unnotified(self) -> list[Action]:
         return await self._select(actions.c.state == UNKNOWN, actions.c.notified.is_(False), limit=200)
 

@@ -56,6 +56,7 @@ log = logging.getLogger("bot.workflow")
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 USER_ID_RE = re.compile(r"^[0-9A-Fa-f-]{30,40}$")
 MAX_COMMENT = 500
+RECONCILE_CLOCK_SKEW = 30.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -437,8 +438,9 @@ class Workflow:
         return InvokeAnswer(card=await self.render(updated, viewer))
 
     def _lease(self) -> float:
+        """How long a *submitting* row belongs to the instance that wrote it: the longest a Graph call can take."""
         s = self.settings
-        return 2 * s.graph_timeout + s.graph_max_retry_wait + 10
+        return 2 * s.graph_timeout + s.graph_max_retry_wait + s.submit_lease_grace
 
     def _crash(self, point: str) -> None:
         if self.settings.crash_point == point:
@@ -736,9 +738,11 @@ class Workflow:
     async def _notify_unknown(self, action: Action) -> None:
         if self.notifier is None:
             return
+        if not await self.store.claim_notification(action.id):
+            return  # another instance (or an earlier sweep) already told the requester
         sent = await self.notifier.send(action.reference, text=m.proactive_unknown(action.device_name))
-        if sent is not None:
-            await self.store.update_fields(action.id, notified=True)
+        if sent is None:
+            await self.store.claim_notification(action.id, claimed=False)  # try again on the next sweep
 
     # -- housekeeping: expiry, crash recovery --------------------------------------------------------------
 
@@ -777,7 +781,9 @@ class Workflow:
             details = {}
         record = _deprovision_record(details)
         started = _parse_time(record.get("startDateTime")) if record else None
-        if record and started is not None and started >= action.updated_at - 120:
+        # Only a record that started after this action was committed as *submitting* (allowing for clock skew
+        # between this host and Intune) is this action's; an older attempt on the same device is not.
+        if record and started is not None and started >= action.updated_at - RECONCILE_CLOCK_SKEW:
             updated = await self.store.transition(action, SUBMITTED, error_code=None, error_message=None)
             if updated is not None:
                 await self.audit.record(

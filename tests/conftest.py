@@ -46,7 +46,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 async def _create_pg_database() -> tuple[str, str]:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     name = f"bot_test_{uuid.uuid4().hex[:12]}"
     try:
