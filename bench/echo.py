@@ -43,7 +43,7 @@ def build(pooled: bool) -> web.Application:
     connection_manager = MsalConnectionManager(**config)
     factory: Any = None
     if pooled:
-        from bench.pooled import PooledClientFactory
+        from bot.connector_pool import PooledClientFactory
 
         factory = PooledClientFactory(connection_manager)
         adapter = CloudAdapter(channel_service_client_factory=factory)

@@ -216,7 +216,7 @@ def build(pooled: bool, serial_writes: bool = False) -> web.Application:
             store: Any = app[SERVICES].get().store
             store.engine = SerialWriteEngine(store.engine)
         if pooled:
-            from bench.pooled import PooledClientFactory
+            from bot.connector_pool import PooledClientFactory
 
             services = app[SERVICES].get()
             adapter: Any = services.adapter

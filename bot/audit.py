@@ -129,7 +129,7 @@ class AuditLog:
         }
         for _attempt in range(50):
             try:
-                async with self._store.engine.begin() as conn:
+                async with self._store.write() as conn:
                     # One appender at a time (across instances): read the head and insert under the same lock,
                     # so the chain never forks and appends don't pile up retrying on ``seq``.
                     await serialise_writers(conn, _AUDIT_APPEND_LOCK)

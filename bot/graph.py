@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import ssl
 import time
 import uuid
@@ -43,6 +44,7 @@ _MICROSOFT_AUTHORITY_HOSTS = (
 )
 _REFRESH_MARGIN = 300.0  # seconds before expiry when a token is renewed
 BATCH_LIMIT = 20
+_ID_IN_PATH = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12,14}")
 
 
 def ssl_context(ca_file: str | None) -> ssl.SSLContext:
@@ -181,7 +183,7 @@ class GraphStats:
 
     def record(self, path: str) -> None:
         self.calls += 1
-        key = path.split("?")[0]
+        key = _ID_IN_PATH.sub("{id}", path.split("?")[0])  # bounded: one key per route, not per device
         self.by_path[key] = self.by_path.get(key, 0) + 1
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.devices import SELECT as DEVICE_SELECT
 from bot.devices import Device
 from bot.errors import BotError, GraphError, RbacUnavailable
 from bot.graph import GraphClient, odata_string
@@ -350,13 +351,30 @@ class RbacChecker:
     async def check(self, requester_id: str, device: Device) -> Decision:
         """Decide with fresh group memberships (never cached) and the cached role catalogue."""
         try:
-            return await self._check(requester_id, device)
+            _, decision = await self._check(requester_id, device)
+        except RbacUnavailable:
+            raise
+        except GraphError as exc:
+            raise RbacUnavailable(exc) from exc
+        assert decision is not None
+        return decision
+
+    async def check_current(self, requester_id: str, device: Device) -> tuple[Device | None, Decision | None]:
+        """Re-read the device from Intune and decide, in the same ``$batch`` round trip (used at confirmation).
+
+        Returns ``(None, None)`` when the device is gone. The decision is taken on the fresh device (its scope tags
+        and primary user); if the primary user or Entra device changed, the check is repeated for the new ones.
+        """
+        try:
+            return await self._check(requester_id, device, reread=True)
         except RbacUnavailable:
             raise
         except GraphError as exc:
             raise RbacUnavailable(exc) from exc
 
-    async def _check(self, requester_id: str, device: Device) -> Decision:
+    async def _check(
+        self, requester_id: str, device: Device, *, reread: bool = False
+    ) -> tuple[Device | None, Decision | None]:
         catalog = await self.catalog()
         s = self._settings
         relevant = [
@@ -391,9 +409,30 @@ class RbacChecker:
                 for i, chunk in enumerate(_chunks(scope_groups)):
                     requests.append(self._check_groups(f"dv{i}", f"/devices/{device_object}", chunk))
 
+        if reread:
+            requests.insert(
+                0,
+                {
+                    "id": "fresh",
+                    "method": "GET",
+                    "url": f"/deviceManagement/managedDevices/{device.id}?$select={DEVICE_SELECT}",
+                },
+            )
         answers: dict[str, Any] = {}
         for i in range(0, len(requests), CHUNK):
             answers.update(await self._graph.batch(requests[i : i + CHUNK], version="beta"))
+
+        if reread:
+            fresh_answer = answers.pop("fresh", None)
+            if fresh_answer is not None and int(fresh_answer.get("status", 0)) in (400, 404):
+                return None, None
+            row = self._ok(fresh_answer, "managedDevice")
+            if str(row.get("id", "")).lower() != device.id.lower():
+                return None, None
+            fresh = Device.from_graph(row)
+            if (fresh.user_id, fresh.azure_ad_device_id) != (device.user_id, device.azure_ad_device_id):
+                return await self._check(requester_id, fresh)  # the scope requests depended on these: ask again
+            device = fresh
 
         requester_groups: set[str] = set()
         device_groups: set[str] = set()
@@ -442,7 +481,7 @@ class RbacChecker:
                 device_groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
             facts.device_scope_groups = frozenset(device_groups)
             decision = decide(facts)
-        return decision
+        return device, decision
 
     @staticmethod
     def _entra_roles_request(requester_id: str) -> dict[str, Any]:

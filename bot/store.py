@@ -18,10 +18,11 @@ a second action on the same device. The schema is managed by Alembic (``bot/migr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,23 @@ class Store:
     engine: AsyncEngine
     url: str
     _closed: bool = field(default=False, repr=False)
+    _write_lock: asyncio.Lock | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # SQLite has one writer at a time: queue this process's writers in order instead of letting pooled
+        # connections poll for the database lock (long tail latencies, "database is locked" under load).
+        if self.url.startswith("sqlite"):
+            self._write_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (serialised in-process on SQLite; PostgreSQL relies on row locks / CAS)."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -268,7 +286,7 @@ class Store:
 
     async def create(self, action: Action) -> Action:
         values = {k: v for k, v in action.__dict__.items() if k in _ACTION_FIELDS}
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.execute(actions.insert().values(**values))
         return action
 
@@ -310,7 +328,7 @@ class Store:
             .values(state=new_state, version=action.version + 1, updated_at=stamp, **changes)
         )
         try:
-            async with self.engine.begin() as conn:
+            async with self.write() as conn:
                 result = await conn.execute(statement)
         except IntegrityError as exc:
             raise DeviceBusy(action.device_id) from exc
@@ -323,7 +341,7 @@ class Store:
     async def update_fields(self, action_id: str, **changes: Any) -> None:
         """Non-state bookkeeping (card message id, notified flag) — not part of the CAS protocol."""
         changes = {k: v for k, v in changes.items() if k in _ACTION_FIELDS and k not in ("state", "version")}
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.execute(actions.update().where(actions.c.id == action_id).values(**changes))
 
     async def _select(self, *where: Any, order: Any = None, limit: int | None = None) -> list[Action]:
@@ -348,7 +366,7 @@ class Store:
 
     async def claim_notification(self, action_id: str, *, claimed: bool = True) -> bool:
         """Flip ``notified`` once (compare-and-set), so only one instance tells the requester."""
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             result = await conn.execute(
                 actions.update()
                 .where(actions.c.id == action_id, actions.c.notified.is_(not claimed))
@@ -395,7 +413,7 @@ class Store:
     # -- selections (the "which one did you mean?" card) --------------------------------------------------
 
     async def create_selection(self, selection: Selection) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.execute(
                 selections.insert().values(
                     id=selection.id,
@@ -411,7 +429,7 @@ class Store:
 
     async def take_selection(self, selection_id: str) -> Selection | None:
         """Single use: marks the selection used and returns it, or ``None`` if unknown or already used."""
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             result = await conn.execute(
                 selections.update()
                 .where(selections.c.id == selection_id, selections.c.used.is_(False))

@@ -30,6 +30,7 @@ from microsoft_agents.hosting.core import (
 )
 
 from bot import messages as m
+from bot.connector_pool import PooledClientFactory
 from bot.logs import safe
 from bot.settings import Settings
 from bot.workflow import Conversation, InvokeAnswer, Member, Requester, Workflow
@@ -174,12 +175,23 @@ def build_agent(
 ) -> tuple[AgentApplication[TurnState], CloudAdapter, MsalConnectionManager]:
     config = settings.sdk_configuration()
     connection_manager = MsalConnectionManager(**config)  # type: ignore[arg-type]
-    adapter = CloudAdapter(connection_manager=connection_manager)
+    # One keep-alive connection pool for replies and card updates instead of a new TCP connection per turn.
+    adapter = CloudAdapter(
+        connection_manager=connection_manager,
+        channel_service_client_factory=PooledClientFactory(connection_manager),
+    )
     app = AgentApplication[TurnState](
         ApplicationOptions(storage=MemoryStorage(), start_typing_timer=False, bot_app_id=settings.bot_client_id or ""),
         connection_manager=connection_manager,
     )
     return app, adapter, connection_manager
+
+
+async def close_clients(adapter: CloudAdapter) -> None:
+    """Release the pooled connector clients (shutdown)."""
+    factory = getattr(adapter, "_channel_service_client_factory", None)
+    if isinstance(factory, PooledClientFactory):
+        await factory.aclose()
 
 
 def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> None:

@@ -377,15 +377,14 @@ class Workflow:
 
     async def _recheck(self, who: Requester, action: Action) -> Device | InvokeAnswer:
         """Fresh device and role at confirmation time; on failure the action fails and the card says why."""
-        device = await self.devices.get(action.device_id)
-        if device is None or not device.is_chromeos:
+        device, decision = await self.rbac.check_current(who.aad_id, Device.from_snapshot(action.device))
+        if device is None or decision is None or not device.is_chromeos:
             updated = await self.store.transition(
                 action, FAILED, error_code="device_changed", error_message=m.card_device_changed()
             )
             await self.audit.record("failed", actor=who.actor, action=action, error="device_changed")
             await self._update_shared(updated or action)
             return InvokeAnswer(card=await self.render(updated or action, "requester"))
-        decision = await self.rbac.check(who.aad_id, device)
         if not decision.allowed:
             message = m.denied(decision, device.name)
             updated = await self.store.transition(action, FAILED, error_code="denied", error_message=message)
@@ -538,10 +537,9 @@ class Workflow:
         return await self._submit(who, action)
 
     async def _recheck_for_retry(self, who: Requester, action: Action) -> InvokeAnswer | None:
-        device = await self.devices.get(action.device_id)
-        if device is None or not device.is_chromeos:
+        device, decision = await self.rbac.check_current(who.aad_id, Device.from_snapshot(action.device))
+        if device is None or decision is None or not device.is_chromeos:
             return InvokeAnswer(card=await self.render(action, "requester", note=m.card_device_changed()))
-        decision = await self.rbac.check(who.aad_id, device)
         if not decision.allowed:
             return InvokeAnswer(card=await self.render(action, "requester", note=m.denied(decision, device.name)))
         return None
@@ -637,15 +635,26 @@ class Workflow:
         except Exception:
             log.exception("announcing the approval failed", extra={"action": action.id})
 
-    async def _eligible_approver(self, who: Requester, action: Action) -> tuple[bool, str]:
+    async def _eligible_approver(self, who: Requester, action: Action, *, fresh: bool = False) -> tuple[bool, str]:
+        """Not the requester, in ``APPROVER_GROUP_ID`` if set, and passes the same role check on the same device.
+
+        With ``fresh`` (at approval time) the device is re-read from Intune in the same round trip.
+        """
         if who.aad_id == action.requester_id:
             return False, m.card_cannot_approve_own()
         if self.settings.approver_group_id and not await self.rbac.is_group_member(
             who.aad_id, self.settings.approver_group_id
         ):
             return False, m.card_not_eligible(m.not_eligible_group())
-        device = Device.from_snapshot(action.device)
-        decision: Decision = await self.rbac.check(who.aad_id, device)
+        snapshot = Device.from_snapshot(action.device)
+        device: Device | None = snapshot
+        decision: Decision | None
+        if fresh:
+            device, decision = await self.rbac.check_current(who.aad_id, snapshot)
+        else:
+            decision = await self.rbac.check(who.aad_id, snapshot)
+        if device is None or decision is None or not device.is_chromeos:
+            return False, m.card_device_changed()
         if not decision.allowed:
             return False, m.card_not_eligible(m.not_eligible_role(decision, device.name))
         return True, ""
@@ -653,12 +662,9 @@ class Workflow:
     async def _approve(self, who: Requester, action: Action, data: dict[str, Any]) -> InvokeAnswer:
         if action.state != AWAITING_APPROVAL:
             return InvokeAnswer(card=await self.render(action, await self._viewer(who, action)))
-        eligible, why = await self._eligible_approver(who, action)
+        eligible, why = await self._eligible_approver(who, action, fresh=True)
         if not eligible:
             return InvokeAnswer(card=await self.render(action, await self._viewer(who, action), note=why))
-        device = await self.devices.get(action.device_id)
-        if device is None or not device.is_chromeos:
-            return InvokeAnswer(card=await self.render(action, "other", note=m.card_device_changed()))
         return await self._submit(who, action, approver=who)
 
     async def _reject(self, who: Requester, action: Action, data: dict[str, Any]) -> InvokeAnswer:

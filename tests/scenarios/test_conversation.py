@@ -353,3 +353,29 @@ async def test_invoke_response_is_a_plain_200_with_a_card(bot):
     assert response["statusCode"] == 200 and response["type"] == "application/vnd.microsoft.card.adaptive"
     assert json.dumps(response)  # serialisable
     assert TENANT
+
+
+async def test_a_warm_flow_costs_four_graph_round_trips(bot, sim):
+    card, _ = await request_card(bot, target=OTHER_SERIAL)  # warms the role catalogue
+    await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id_of(card), "reason": "retiring_device"})
+    before = len(sim.round_trips())
+    card, _ = await request_card(bot)
+    await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id_of(card), "reason": "retiring_device"})
+    trips = sim.round_trips()[before:]
+    # lookup (serial filter) · role check ($batch) · confirm: device re-read + role re-check ($batch) · deprovision
+    assert [(c.method, c.path.rsplit("/", 1)[-1]) for c in trips] == [
+        ("GET", "managedDevices"),
+        ("POST", "$batch"),
+        ("POST", "$batch"),
+        ("POST", "deprovision"),
+    ]
+
+
+async def test_device_gone_before_confirmation_changes_nothing(bot, sim):
+    card, _ = await request_card(bot)
+    del sim.state.devices["27ab6835-99f8-5907-ac4d-64c0365f0d40"]
+    response = card_of(
+        await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id_of(card), "reason": "retiring_device"})
+    )
+    assert "changed in Intune" in card_text(response)
+    assert not sim.deprovision_posts()

@@ -1,4 +1,4 @@
-"""Prototype of the recommended bot-side fix, measured by the bench (it is NOT used by the bot).
+"""Connector clients reused across turns (installed by :func:`bot.teams.build_agent`).
 
 The stock ``RestChannelServiceClientFactory`` of Agents SDK 1.9 builds, for every turn (and for every proactive
 ``continue_conversation``), a new ``TeamsConnectorClient`` and a new ``UserTokenClient``, each with its own
@@ -10,12 +10,8 @@ WARNING on every turn.
 :class:`PooledClientFactory` keeps **one** ``TCPConnector`` (keep-alive) for the process and caches the clients
 themselves per ``(serviceUrl, token)`` (a small LRU: tokens rotate about hourly, and a client never sees another
 token's requests), with ``close()`` a no-op per turn; the user-token client is cached the same way and never
-contacted unless a sign-in flow uses it. To adopt it in the bot::
-
-    adapter = CloudAdapter(channel_service_client_factory=PooledClientFactory(connection_manager))
-
-in ``bot/teams.py::build_agent`` and ``await factory.aclose()`` on shutdown. The bench installs it at run time with
-``python -m bench.launcher --pooled`` / ``python -m bench.echo --pooled``.
+contacted unless a sign-in flow uses it. Measured in ``bench/``: the stock echo bot goes from ~210 to ~570 turns/s
+with it. Agentic and Copilot Studio (MCS) requests keep the stock path.
 """
 
 from __future__ import annotations
