@@ -268,7 +268,7 @@ async def test_graph_rejection_is_reported_without_retry(make_bot, sim):
 
 
 async def test_timeout_is_reported_as_unknown_and_never_resent(make_bot, sim, connector):
-    bot = await make_bot(GRAPH_TIMEOUT="1", INVOKE_BUDGET="3")
+    bot = await make_bot(GRAPH_TIMEOUT="1", INVOKE_BUDGET="4.5")
     sim.control.add_fault(method="POST", path=r"/deprovision$", delay=2.5, count=1)
     card, message_id = await request_card(bot)
     response = card_of(
