@@ -151,12 +151,8 @@ class Workflow:
             return await self._pending(who)
         except InvalidInput as exc:
             return Reply(text=m.usage(exc.problem))
-        except RbacUnavailable as exc:
-            log.warning("rbac unavailable", extra={"error": safe(exc)})
-            return Reply(text=m.rbac_unavailable())
-        except GraphError as exc:
-            log.warning("graph error", extra={"status": exc.status, "code": exc.code, "request_id": exc.request_id})
-            return Reply(text=m.graph_unavailable())
+        except (RbacUnavailable, GraphError) as exc:
+            return Reply(text=_unavailable(exc))
 
     async def _deprovision(self, who: Requester, conv: Conversation, command: cmd.Deprovision) -> Reply:
         if command.reason_text:
@@ -335,12 +331,8 @@ class Workflow:
                 verbs.REJECT: self._reject,
             }
             return await handler[verb](who, action, data)
-        except RbacUnavailable as exc:
-            log.warning("rbac unavailable", extra={"error": safe(exc)})
-            return InvokeAnswer(message=m.rbac_unavailable())
-        except GraphError as exc:
-            log.warning("graph error", extra={"status": exc.status, "code": exc.code, "request_id": exc.request_id})
-            return InvokeAnswer(message=m.graph_unavailable())
+        except (RbacUnavailable, GraphError) as exc:
+            return InvokeAnswer(message=_unavailable(exc))
 
     async def _viewer(self, who: Requester, action: Action) -> str:
         if who.aad_id == action.requester_id:
@@ -818,6 +810,15 @@ class Workflow:
         """Let in-flight Graph submissions finish (graceful shutdown)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=limit)
+
+
+def _unavailable(exc: RbacUnavailable | GraphError) -> str:
+    """Log a dependency failure (no secrets: status, code and request id only) and say so to the user."""
+    if isinstance(exc, RbacUnavailable):
+        log.warning("rbac unavailable", extra={"error": safe(exc)})
+        return m.rbac_unavailable()
+    log.warning("graph error", extra={"status": exc.status, "code": exc.code, "request_id": exc.request_id})
+    return m.graph_unavailable()
 
 
 def _device_audit(device: Device) -> dict[str, Any]:
