@@ -321,6 +321,10 @@ class Workflow:
             action = await self.store.get(action_id) if ACTION_ID_RE.match(action_id) else None
             if action is None or action.tenant_id != who.tenant_id:
                 return InvokeAnswer(card=message_card(m.CARD_TITLE_EXPIRED, [m.card_unknown_request()]))
+            if reply_to and not action.card_activity_id and action.conversation_id == conv.id:
+                # The connector did not tell us the card's id when it was sent: learn it from the click.
+                await self.store.update_fields(action.id, card_activity_id=reply_to)
+                action.card_activity_id = reply_to
             action = await self._expire_if_due(action)
             handler: dict[str, Callable[..., Awaitable[InvokeAnswer]]] = {
                 verbs.REFRESH: self._refresh,
