@@ -8,6 +8,11 @@ the same capture connector. To give the floor the same *shape* of connector traf
   small card in the invoke response.
 
 ``start_typing_timer=False`` as in the bot. ``python -m bench.echo --port N [--pooled]``.
+
+Without ``--pooled`` this is **the floor** the targets use: the stock SDK, including its stock connector-client
+factory (a new ``TeamsConnectorClient`` and ``UserTokenClient``, each with its own ``aiohttp.ClientSession``, per
+turn). ``--pooled`` gives the same echo bot the bot's own :class:`bot.connector_pool.PooledClientFactory` — a secondary
+row only, showing how much of the stock floor is that per-turn client construction.
 """
 
 from __future__ import annotations
@@ -107,7 +112,7 @@ def build(pooled: bool) -> web.Application:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.echo")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--pooled", action="store_true")
+    parser.add_argument("--pooled", action="store_true", help="use bot.connector_pool.PooledClientFactory")
     args = parser.parse_args()
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
     web.run_app(build(args.pooled), host="127.0.0.1", port=args.port, print=lambda _msg: None, access_log=None)

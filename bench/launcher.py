@@ -1,6 +1,9 @@
 """Run the real bot (``bot.runtime.build_app``, configured exactly as ``python app.py`` does) plus bench-only probes.
 
-``python -m bench.launcher [--pooled]`` — environment as for ``app.py`` (see :func:`bot.demo.demo_environment`).
+``python -m bench.launcher`` — environment as for ``app.py`` (see :func:`bot.demo.demo_environment`). The bot is
+measured as it ships: since commit 7d33b84 that includes the pooled connector clients (``bot.connector_pool``,
+installed by ``bot.teams.build_agent``), the in-process SQLite write queue (``bot.store.Store.write``) and
+``gc.freeze()`` after start-up, so the launcher has no switches of its own any more.
 
 Added to the same aiohttp application, in the same process and event loop as the bot:
 
@@ -10,14 +13,8 @@ Added to the same aiohttp application, in the same process and event loop as the
   token requests (``MsalTokenSource.stats``) and when the cached token will be renewed, actions by state;
 * ``POST /bench/reset`` — empty the bot's tables (actions, selections, audit events): the equivalent of a fresh
   database between benchmark rounds, without a restart (the schema and the warm caches stay);
+* counters of the store's write transactions and of aiosqlite worker-thread calls (:class:`StoreCounters`);
 * ``POST /bench/pending?n=10000`` — insert ``n`` actions in state *requested* through :meth:`bot.store.Store.create`.
-
-Prototypes of the recommended fixes, switched on at start-up (nothing in ``bot/`` is changed):
-
-* ``--pooled`` swaps the adapter's connector-client factory for :class:`bench.pooled.PooledClientFactory`;
-* ``--serial-writes`` puts the store's write transactions (``engine.begin()``) behind one in-process FIFO
-  ``asyncio.Lock`` (:class:`SerialWriteEngine`), so SQLite's single write lock is queued for in the event loop
-  instead of being polled for by up to 15 pooled connections in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -117,25 +114,51 @@ class GcPauses:
 GC = GcPauses()
 
 
-class SerialWriteEngine:
-    """An ``AsyncEngine`` stand-in whose ``begin()`` waits for one process-wide lock (reads are not serialised)."""
+class StoreCounters:
+    """Write transactions (:meth:`bot.store.Store.write`) and aiosqlite worker-thread calls, process-wide.
 
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-        self._lock = asyncio.Lock()
+    Every aiosqlite call (cursor, execute, fetch, close, commit, rollback) is one hand-off to the connection's worker
+    thread and back (a queue put, a thread wake-up and ``call_soon_threadsafe``); counting them shows what a turn's
+    database work costs in round trips, not just in statements. The wrappers add about a microsecond per call.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
+    def __init__(self) -> None:
+        self.writes = 0
+        self.aiosqlite_calls = 0
+        #: ``rollback()`` calls on a connection with no open transaction (SQLAlchemy's pool resetting a connection it
+        #: gets back after a commit): hand-offs that do nothing
+        self.idle_rollbacks = 0
 
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[Any]:
-        async with self._lock, self._engine.begin() as conn:
-            yield conn
+    def install(self) -> None:
+        import aiosqlite.core
+
+        from bot.store import Store
+
+        counters = self
+        write = Store.write
+        execute = aiosqlite.core.Connection._execute
+
+        def counted_write(store: Store) -> Any:
+            counters.writes += 1
+            return write(store)
+
+        async def counted_execute(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            counters.aiosqlite_calls += 1
+            if getattr(fn, "__name__", "") == "rollback" and not conn.in_transaction:
+                counters.idle_rollbacks += 1
+            return await execute(conn, fn, *args, **kwargs)
+
+        Store.write = counted_write  # type: ignore[method-assign,assignment]
+        aiosqlite.core.Connection._execute = counted_execute  # type: ignore[method-assign,assignment]
+
+
+COUNTERS = StoreCounters()
 
 
 async def stats(request: web.Request) -> web.Response:
     services = request.app[SERVICES].get()
     sampler = request.app[LAG]
+    counted = dict(vars(COUNTERS))  # before this handler's own query
     async with services.store.engine.connect() as conn:
         rows = (await conn.execute(sa.select(actions.c.state, sa.func.count()).group_by(actions.c.state))).all()
     tokens: Any = services.tokens
@@ -145,12 +168,17 @@ async def stats(request: web.Request) -> web.Response:
         "rss_kb": rss_kb(),
         "lag": sampler.summary(),
         "gc": GC.summary(),
+        "gc_frozen_objects": gc.get_freeze_count(),
         "graph_calls": services.graph.stats.calls,
         "graph_by_path": dict(services.graph.stats.by_path),
+        "graph_by_path_keys": len(services.graph.stats.by_path),
         "token_requests": services.tokens.stats.requests,
         "token_refresh_in_s": max(0.0, float(getattr(tokens, "_refresh_at", 0.0)) - time.monotonic()),
         "actions_by_state": {str(state): int(count) for state, count in rows},
         "background_tasks": len(services.workflow._tasks),
+        "store_writes": counted["writes"],
+        "aiosqlite_calls": counted["aiosqlite_calls"],
+        "aiosqlite_idle_rollbacks": counted["idle_rollbacks"],
     }
     if request.query.get("reset"):
         sampler.samples.clear()
@@ -161,7 +189,7 @@ async def stats(request: web.Request) -> web.Response:
 async def reset(request: web.Request) -> web.Response:
     services = request.app[SERVICES].get()
     await services.workflow.drain()
-    async with services.store.engine.begin() as conn:
+    async with services.store.write() as conn:
         for table in (actions, selections, audit_events):
             await conn.execute(table.delete())
     request.app[LAG].samples.clear()
@@ -200,34 +228,22 @@ async def pending(request: web.Request) -> web.Response:
     return web.json_response({"created": created})
 
 
-def build(pooled: bool, serial_writes: bool = False) -> web.Application:
+def build() -> web.Application:
+    COUNTERS.install()
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level, settings.secrets())
     app = build_app(settings)
     app[LAG] = LagSampler()
 
     async def probes(app: web.Application) -> AsyncIterator[None]:
-        # Registered after build_app's own lifecycle, so the services exist by now.
+        # Registered after build_app's own lifecycle, so the services exist by now (and gc.freeze() has run).
         sampler = app[LAG]
         sampler.task = asyncio.create_task(sampler.run())
         gc.callbacks.append(GC.callback)
-        factory: Any = None
-        if serial_writes:
-            store: Any = app[SERVICES].get().store
-            store.engine = SerialWriteEngine(store.engine)
-        if pooled:
-            from bot.connector_pool import PooledClientFactory
-
-            services = app[SERVICES].get()
-            adapter: Any = services.adapter
-            factory = PooledClientFactory(adapter._channel_service_client_factory._connection_manager)
-            adapter._channel_service_client_factory = factory
         yield
         sampler.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler.task
-        if factory is not None:
-            await factory.aclose()
 
     app.cleanup_ctx.append(probes)
     app.router.add_get("/bench/stats", stats)
@@ -237,11 +253,8 @@ def build(pooled: bool, serial_writes: bool = False) -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.launcher")
-    parser.add_argument("--pooled", action="store_true", help="use the prototype pooled connector-client factory")
-    parser.add_argument("--serial-writes", action="store_true", help="serialise write transactions in-process")
-    args = parser.parse_args()
-    app = build(args.pooled, args.serial_writes)
+    argparse.ArgumentParser(prog="python -m bench.launcher", description=__doc__.split("\n", 1)[0]).parse_args()
+    app = build()
     settings = load_settings()
     web.run_app(
         app,

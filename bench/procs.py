@@ -38,8 +38,9 @@ def rss_kb(pid: int) -> int:
 class Child:
     """One subprocess; stdout/stderr go to a log file unless ``announce`` (first stdout line is JSON)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path, cwd: Path | None = None) -> None:
         self.name = name
+        self.cwd = cwd or ROOT
         self.argv = argv
         self.env = env
         self.log_path = logs / f"{name}.log"
@@ -57,7 +58,7 @@ class Child:
         self.started_at = time.perf_counter()
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
-            cwd=str(ROOT),
+            cwd=str(self.cwd),
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if announce else self._log,

@@ -10,6 +10,10 @@ from typing import Any
 BUCKETS: tuple[tuple[str, str], ...] = (
     ("SQLAlchemy + aiosqlite (event-loop side)", r"sqlalchemy/|aiosqlite/"),
     ("Graph client (httpx/httpcore, TLS)", r"httpx/|httpcore/"),
+    (
+        "… of which httpcore's failed `import sniffio` (current_async_library)",
+        r"current_async_library \(httpcore/[^)]*\);_find_and_load",
+    ),
     ("audit append (AuditLog.record)", r"AuditLog\.record "),
     ("SDK: new connector client per turn (create_connector_client)", r"create_connector_client "),
     ("SDK: new user-token client per turn (create_user_token_client)", r"create_user_token_client "),

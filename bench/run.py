@@ -44,6 +44,9 @@ PACKAGES = (
     "aiosqlite",
     "pydantic",
     "opentelemetry-api",
+    "anyio",
+    "httpcore",
+    "sniffio",
 )
 
 
@@ -62,7 +65,11 @@ class Plan:
         }
     )
     echo_n: dict[int, int] = field(default_factory=lambda: {1: 100, 10: 300, 50: 300})
-    variant_n: int = 120
+    #: messages (then confirms) per turn type in the py-spy round
+    profile_n: int = 120
+    #: same-window A/B against the baseline commit's bot (0 ms Graph, c=10): repeats and messages per round
+    ab_repeats: int = 3
+    ab_n: int = 150
     pending: int = 10_000
     timeout: float = 15.0
     profile: bool = True
@@ -73,7 +80,9 @@ class Plan:
             repeats=1,
             n={k: max(10, v // 5) for k, v in cls().n.items()},
             echo_n={k: max(20, v // 5) for k, v in cls().echo_n.items()},
-            variant_n=40,
+            profile_n=40,
+            ab_repeats=1,
+            ab_n=30,
             pending=1000,
             profile=False,
         )
@@ -231,10 +240,12 @@ class Bench:
         env.pop("CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID", None)
         return env
 
-    async def start_bot(self, name: str, flags: list[str]) -> tuple[Child, str, float]:
+    async def start_bot(self, name: str, flags: list[str], cwd: Path | None = None) -> tuple[Child, str, float]:
+        """``python -m bench.launcher`` — from this checkout, or from another source tree (``cwd``)."""
         port = free_port()
         db = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.logs)) / "bot.db"
-        child = Child(name, [sys.executable, "-m", "bench.launcher", *flags], self.bot_env(port, db), self.logs)
+        argv = [sys.executable, "-m", "bench.launcher", *flags]
+        child = Child(name, argv, self.bot_env(port, db), self.logs, cwd=cwd)
         self.children.append(child)
         await child.start()
         ready_at = await wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
@@ -301,8 +312,9 @@ class Bench:
         for child in self.children:
             if child.name in ("simulator", "connector"):
                 pids[child.name] = child.pid
+        bot_before: dict[str, Any] = {}
         if bot_url:
-            await self.h.get(bot_url + "/bench/stats?reset=1")
+            bot_before = await self.h.get(bot_url + "/bench/stats?reset=1")
         sim_before = await self.sim_stats()
         cpu_before = {name: cpu_ticks(pid) for name, pid in pids.items()}
         result = await self.loadgen.run(
@@ -327,6 +339,13 @@ class Bench:
             - (int(sim_before["calls"]) - int(sim_before["round_trips"]))
         )
         latency_ms = float(label.get("latency_ms") or 0.0)
+
+        def per_turn(key: str, digits: int) -> float | None:
+            """A bench counter's increase per request (absent from launchers of older commits)."""
+            if not n or key not in stats or key not in bot_before:
+                return None
+            return round((stats[key] - bot_before[key]) / n, digits)
+
         rt_per_turn = rt / n if n else 0.0
         graph_ms = latency_ms * rt_per_turn
         cell: dict[str, Any] = {
@@ -356,6 +375,9 @@ class Bench:
             "cpu_ms_per_turn": {
                 name: round((cpu_after[name] - cpu_before[name]) / TICK * 1000 / n, 2) if n else 0.0 for name in pids
             },
+            "store_writes_per_turn": per_turn("store_writes", 2),
+            "aiosqlite_calls_per_turn": per_turn("aiosqlite_calls", 1),
+            "aiosqlite_idle_rollbacks_per_turn": per_turn("aiosqlite_idle_rollbacks", 2),
             "rss_kb": stats.get("rss_kb"),
             "lag": stats.get("lag"),
             "gc": stats.get("gc"),
@@ -417,6 +439,36 @@ class Bench:
         ]
         await self.cell({**label, "turn": "confirm"}, url, invokes, concurrency, invoke=True, bot=echo, bot_url=None)
 
+    # -- the baseline commit's bot, side by side ----------------------------------------------------------
+
+    async def ab_against_baseline(self, bot: Child, bot_url: str) -> dict[str, Any] | None:
+        """The baseline commit's bot (its own ``bench.launcher`` from ``git archive``) against this one, alternating.
+
+        Both bots serve c=10 message + confirm rounds at 0 ms Graph in turn, seconds apart, so the comparison does
+        not depend on how the shared machine's speed drifted between the baseline run and this one. Cells are
+        labelled ``ab:baseline`` and ``ab:now``; the order alternates between repeats.
+        """
+        from bench.baseline import extract_tree, find_commit
+
+        commit = find_commit()
+        tree = extract_tree(commit, self.logs / "baseline-tree") if commit else None
+        if tree is None:
+            return None
+        print(f"A/B: the bot of {commit} against this bot, alternating (0 ms Graph, c=10)", flush=True)
+        old, old_url, _ = await self.start_bot("baseline-bot", [], cwd=tree)
+        try:
+            n = self.plan.ab_n
+            for name, child, url in (("ab:warm", old, old_url), ("ab:warm", bot, bot_url)):
+                await self.bot_round(child, url, name, 0.0, 10, min(n, 20), 0)
+            self.results["cells"] = [c for c in self.results["cells"] if c["bot"] != "ab:warm"]
+            pair = [("ab:baseline", old, old_url), ("ab:now", bot, bot_url)]
+            for repeat in range(self.plan.ab_repeats):
+                for name, child, url in pair if repeat % 2 == 0 else pair[::-1]:
+                    await self.bot_round(child, url, name, 0.0, 10, n, repeat)
+        finally:
+            await self.stop(old)
+        return {"commit": commit, "repeats": self.plan.ab_repeats, "requests_per_cell": n}
+
     # -- single flows: Graph calls, cold and warm ----------------------------------------------------------
 
     async def flow(self, bot_url: str, device: dict[str, str], index: int) -> dict[str, Any]:
@@ -436,8 +488,13 @@ class Bench:
             bot_url + "/api/messages",
             teams.confirm(self.connector_url, a["conversation_id"], a["action_id"], a["activity_id"]),
         )
-        after = await self.sim_stats()
         bot_after = await self.h.get(bot_url + "/bench/stats")
+        for _ in range(250):  # the submission runs as a task that can outlive the invoke answer: let it finish
+            if not bot_after["background_tasks"]:
+                break
+            await asyncio.sleep(0.02)
+            bot_after = await self.h.get(bot_url + "/bench/stats")
+        after = await self.sim_stats()
 
         def delta(x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
             paths = {k: v - x["by_path"].get(k, 0) for k, v in y["by_path"].items() if v - x["by_path"].get(k, 0)}
@@ -455,6 +512,18 @@ class Bench:
             "bot_graph_calls": bot_after["graph_calls"] - bot_before["graph_calls"],
             "token_requests": bot_after["token_requests"] - bot_before["token_requests"],
             "message_bot_graph_calls": bot_middle["graph_calls"] - bot_before["graph_calls"],
+            "store_writes": {
+                "message": bot_middle["store_writes"] - bot_before["store_writes"],
+                "confirm": bot_after["store_writes"] - bot_middle["store_writes"],
+            },
+            "aiosqlite_calls": {
+                "message": bot_middle["aiosqlite_calls"] - bot_before["aiosqlite_calls"],
+                "confirm": bot_after["aiosqlite_calls"] - bot_middle["aiosqlite_calls"],
+            },
+            "aiosqlite_idle_rollbacks": {
+                "message": bot_middle["aiosqlite_idle_rollbacks"] - bot_before["aiosqlite_idle_rollbacks"],
+                "confirm": bot_after["aiosqlite_idle_rollbacks"] - bot_middle["aiosqlite_idle_rollbacks"],
+            },
             "accepted": after["deprovision_accepted"] - before["deprovision_accepted"] == 1,
             "confirm_status": (answer or {}).get("statusCode"),
         }
@@ -557,7 +626,9 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
             "repeats": plan.repeats,
             "requests_per_cell": {f"{int(k[0] * 1000)}ms/c{k[1]}": v for k, v in plan.n.items()},
             "echo_requests_per_cell": {f"c{k}": v for k, v in plan.echo_n.items()},
-            "variant_requests_per_cell": plan.variant_n,
+            "profile_requests": plan.profile_n,
+            "ab_repeats": plan.ab_repeats,
+            "ab_requests_per_cell": plan.ab_n,
             "request_timeout_s": plan.timeout,
         },
         "logs": str(logs),
@@ -579,6 +650,7 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         results["bot_process"] = {
             "ready_s": round(ready_s, 3),
             "rss_after_start_kb": first["rss_kb"],
+            "gc_frozen_objects": first.get("gc_frozen_objects"),
             "token_refresh_interval_s": round(first["token_refresh_in_s"] + first["uptime_s"] - ready_s, 1),
         }
         await bench.reset_round(0.0, bot_url)
@@ -587,41 +659,37 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         results["flows"] = {"cold": flows[0], "warm": flows[1:]}
         print(f"  cold {flows[0]['round_trips']} round trips, warm {[f['round_trips'] for f in flows[1:]]}", flush=True)
 
-        print("echo floors and prototype bots (kept running so repeats interleave in time)", flush=True)
+        print("echo floors (kept running so repeats interleave in time)", flush=True)
         echo, echo_url = await bench.start_echo("echo", [])
         echo_pooled, echo_pooled_url = await bench.start_echo("echo+pooled", ["--pooled"])
-        variants = []
-        for name, flags in (
-            ("bot+pooled", ["--pooled"]),
-            ("bot+pooled+serial-writes", ["--pooled", "--serial-writes"]),
-        ):
-            variant, variant_url, _ = await bench.start_bot(name, flags)
-            variants.append((name, variant, variant_url))
         for repeat in range(plan.repeats):
-            print(f"repeat {repeat + 1}/{plan.repeats}: the bot — message and confirm turns", flush=True)
-            for latency in LATENCIES:
-                for concurrency in CONCURRENCY:
-                    n = plan.n[(latency, concurrency)]
-                    await bench.bot_round(bot, bot_url, "bot", latency, concurrency, n, repeat)
+            # Each 0 ms bot round is followed at once by the echo floor's round at the same concurrency, so the
+            # ratios pair cells seconds apart (the machine is shared and its speed drifts); the 50 ms rounds follow.
             print(
-                f"repeat {repeat + 1}/{plan.repeats}: the echo floor (stock Agents SDK) and echo + pooled clients",
+                f"repeat {repeat + 1}/{plan.repeats}: the bot at 0 ms Graph, each followed by the echo floor",
                 flush=True,
             )
             for concurrency in CONCURRENCY:
+                await bench.bot_round(bot, bot_url, "bot", 0.0, concurrency, plan.n[(0.0, concurrency)], repeat)
                 await bench.echo_round(echo, echo_url, "echo", concurrency, plan.echo_n[concurrency], repeat)
-            await bench.echo_round(echo_pooled, echo_pooled_url, "echo+pooled", 10, plan.echo_n[10], repeat)
-            print(f"repeat {repeat + 1}/{plan.repeats}: prototypes of the fixes (0 ms, c=10)", flush=True)
-            for name, variant, variant_url in variants:
-                await bench.bot_round(variant, variant_url, name, 0.0, 10, plan.variant_n, repeat)
-        for _, variant, _ in variants:
-            await bench.stop(variant)
+                if concurrency == 10:
+                    await bench.echo_round(echo_pooled, echo_pooled_url, "echo+pooled", 10, plan.echo_n[10], repeat)
+            print(f"repeat {repeat + 1}/{plan.repeats}: the bot at 50 ms Graph", flush=True)
+            for latency in (x for x in LATENCIES if x):
+                for concurrency in CONCURRENCY:
+                    n = plan.n[(latency, concurrency)]
+                    await bench.bot_round(bot, bot_url, "bot", latency, concurrency, n, repeat)
         await bench.stop(echo)
         await bench.stop(echo_pooled)
+        if plan.ab_repeats:
+            results["ab"] = await bench.ab_against_baseline(bot, bot_url)
         if plan.profile:
             print("profile of the bot at c=10, 0 ms (py-spy, if installed)", flush=True)
-            results["profile"] = await bench.profile(bot, bot_url, plan.variant_n)
+            results["profile"] = await bench.profile(bot, bot_url, plan.profile_n)
         last = await bench.h.get(bot_url + "/bench/stats")
-        confirmed = sum(c["deprovision_accepted"] for c in results["cells"] if c["bot"] == "bot") + len(flows)
+        confirmed = sum(c["deprovision_accepted"] for c in results["cells"] if c["bot"] in ("bot", "ab:now")) + len(
+            flows
+        )
         results["tokens"] = {
             "token_requests": last["token_requests"],
             "flows_completed": confirmed,
@@ -630,6 +698,8 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
             "refresh_interval_s": results["bot_process"]["token_refresh_interval_s"],
         }
         results["bot_process"]["rss_after_load_kb"] = last["rss_kb"]
+        results["bot_process"]["graph_calls"] = last["graph_calls"]
+        results["bot_process"]["graph_by_path_keys"] = last["graph_by_path_keys"]
         await bench.stop(bot)
         with contextlib.suppress(OSError):
             text = bot.log_path.read_text(encoding="utf-8", errors="replace")
@@ -680,8 +750,10 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         await bench.close()
     results["meta"]["duration_s"] = round(time.perf_counter() - began, 1)
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    from bench.baseline import load as load_baseline
     from bench.report import render, summarise_results
 
+    results["baseline"] = load_baseline()
     summarise_results(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
