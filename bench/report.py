@@ -173,7 +173,13 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             startup["median_s"],
             f"≤ {TARGET_READY_S:g} s",
             startup["median_s"] <= TARGET_READY_S,
-            "median of 3; fresh SQLite (migrations) and the first Graph token",
+            "median of 3; fresh SQLite (migrations) and the first Graph token"
+            + (
+                f"; the baseline commit's `app.py`, alternating with it in the same minutes: "
+                f"{startup['baseline_median_s']:.2f} s"
+                if startup.get("baseline_median_s")
+                else ""
+            ),
         )
     return targets
 
@@ -323,6 +329,7 @@ def render(results: dict[str, Any]) -> str:
     _render_memory(results, w)
     _render_lag(results, w)
     _render_clients(results, w)
+    _render_sql(results, w)
     _render_profile(results, w)
     _render_fixes(results, w)
     return "\n".join(out) + "\n"
@@ -438,13 +445,6 @@ def _render_before_after(results: dict[str, Any], w: Any) -> None:
         now50, before50 = row(results, "bot", turn, 0.0, 50), brow(results, "bot", turn, 0.0, 50)
         line(f"{turn} p99 ms (c=50, 0 ms)", _g(before50, "p99_ms"), _g(now50, "p99_ms"), lower=True)
         line(f"bot CPU ms per {turn} turn (c=10, 0 ms)", _cpu(before), _cpu(now), lower=True)
-        echo_b, echo_n = brow(results, "echo", turn, None, 10), row(results, "echo", turn, None, 10)
-        line(
-            f"… ÷ the stock echo bot's CPU per {turn} turn, same run (machine-speed neutral)",
-            round(_cpu(before) / _cpu(echo_b), 1) if _cpu(before) and _cpu(echo_b) else None,
-            round(_cpu(now) / _cpu(echo_n), 1) if _cpu(now) and _cpu(echo_n) else None,
-            lower=True,
-        )
         target = f"{turn}-turn throughput vs echo floor (c=10, 0 ms Graph)"
         bt, nt = _btarget(results, target), next((t for t in results.get("targets", []) if t["target"] == target), None)
         line(f"{turn} ÷ stock echo floor (paired)", _g(bt, "value"), _g(nt, "value"), lower=False, digits=2)
@@ -503,8 +503,8 @@ def _render_ab(results: dict[str, Any], w: Any) -> None:
         f"The baseline commit's own tree (`git archive {ab['commit']}`: its `bot/` and its `bench.launcher`) runs as a "
         "second bot process, and the two bots take turns — a message round and its confirm round each, "
         f"{ab['requests_per_cell']} turns per cell, {ab['repeats']} repeat(s), order alternating — against the same "
-        "simulator and connector, seconds apart. Unlike the before/after table above, this comparison does not "
-        "depend on how busy the shared machine was when the baseline report was written.\n"
+        "simulator and connector, seconds apart, on the same installed packages. Unlike the before/after table above, "
+        "this comparison does not depend on how busy the shared machine was when the baseline report was written.\n"
     )
     w("| Bot | Turn | turns/s (min–max) | p50 ms | p99 ms | bot CPU ms per turn | errors |")
     w("|---|---|---|---|---|---|---|")
@@ -676,6 +676,11 @@ def _render_memory(results: dict[str, Any], w: Any) -> None:
             f"(median {startup['median_s']:.2f} s) |"
         )
         w(f"| … until the server listens (`/healthz`) | {', '.join(f'{x:.2f}' for x in startup['listening_s'])} s |")
+        if startup.get("baseline_runs_s"):
+            w(
+                f"| the baseline commit's `app.py` (`{startup['baseline_commit']}`), alternating with these | "
+                f"{', '.join(f'{x:.2f}' for x in startup['baseline_runs_s'])} s (median {startup['baseline_median_s']:.2f} s) |"
+            )
         w(f"| RSS of `python app.py` once ready | {', '.join(_kib_mib(x) for x in startup['rss_after_start_kb'])} |")
     if memory:
         w(f"| RSS of a fresh launcher bot once ready | {_kib_mib(memory['rss_after_start_kb'])} |")
@@ -748,6 +753,29 @@ def _render_clients(results: dict[str, Any], w: Any) -> None:
             x = clients.get(f"{name}_c{c}")
             if x:
                 w(f"| {name} | {c} | {x['cpu_ms_per_request']:.2f} | {x['wall_ms_per_request']:.2f} |")
+    w("")
+
+
+def _render_sql(results: dict[str, Any], w: Any) -> None:
+    sql = results.get("sql_inserts")
+    if not sql:
+        return
+    w("## SQL INSERT cost: values baked into the statement vs execution parameters\n")
+    w(
+        "The bot writes its rows as `table.insert().values(**row)` (`Store.create`, `AuditLog.record`); the same row "
+        "can be passed as parameters, `conn.execute(table.insert(), row)`. The orchestrator's CPU per row, on the "
+        f"bot's own tables, in-memory SQLite, synchronous SQLAlchemy, {sql['rows']} rows, median of {sql['rounds']} "
+        "rounds (`bench/sqlcost.py`); the INSERT itself is included.\n"
+    )
+    w("| Row | columns | `.values(**row)` µs | `execute(insert(), row)` µs |")
+    w("|---|---|---|---|")
+    for name, label in (
+        ("action_insert", "action (`Store.create`)"),
+        ("audit_insert", "audit event (`AuditLog.record`)"),
+    ):
+        x = sql.get(name)
+        if x:
+            w(f"| {label} | {x['columns']} | {x['values_us_per_row']:.0f} | {x['params_us_per_row']:.0f} |")
     w("")
 
 
@@ -848,7 +876,7 @@ def _render_fixes(results: dict[str, Any], w: Any) -> None:
         """`` (x % message / y % confirm <how>)`` from this run's profile, or nothing without one."""
         if not profile:
             return ""
-        return f" ({share('message', label)} message / {share('confirm', label)} confirm {how})"
+        return f" ({share('message', label)} message / {share('confirm', label)} confirm {how})".replace(" )", ")")
 
     w("## What would fix it\n")
     if not missed:
@@ -923,6 +951,16 @@ def _render_fixes(results: dict[str, Any], w: Any) -> None:
             f"{_f(bp.get('graph_by_path_keys'), 0)} keys after {_f(bp.get('graph_calls'), 0)} Graph calls on "
             f"{results['meta'].get('simulator_chromeos_devices', '?')} devices (it used to gain one per device)."
         )
+        if results["meta"]["machine"]["packages"].get("sniffio", "not installed") != "not installed":
+            sniff = "… of which httpcore's failed `import sniffio` (current_async_library)"
+            w(
+                "5. **`sniffio` declared as a dependency** (commit 7524bdc, found while profiling for this report). "
+                "httpcore 1.0 runs `import sniffio` inside `current_async_library()`, about five times per Graph "
+                "request, and anyio 4 no longer installs it, so each was a failed import and a `sys.path` scan on "
+                "disk (≈ 5 % of the loop's busy time in a message turn in a py-spy profile taken before the change)"
+                + (f"; now {share('message', sniff)} / {share('confirm', sniff)}" if profile else "")
+                + ". The A/B above runs both bots on the same installed packages, so it does not include this one."
+            )
         w("")
 
     # -- still missed ----------------------------------------------------------------------------------------
@@ -950,7 +988,7 @@ def _render_fixes(results: dict[str, Any], w: Any) -> None:
                 if results.get("ab")
                 else "a little"
             )
-            + " and fixed the tails and the errors, but could not close that gap, because the bot does far more per turn than an echo: two HTTPS requests "
+            + " and fixed the tails, but could not close that gap, because the bot does far more per turn than an echo: two HTTPS requests "
             "to Graph through httpx"
             + shares("Graph client (httpx/httpcore, TLS)", "of the loop's busy time")
             + f", {_f(_g(msg, 'store_writes_per_turn'), 0)} (message) / {_f(_g(conf, 'store_writes_per_turn'), 0)} "
@@ -1006,9 +1044,22 @@ def _render_fixes(results: dict[str, Any], w: Any) -> None:
                 if breakdown
                 else ""
             )
-            + ", and the migrations import Alembic on top; on a loaded 2-core machine imports are most of it. Skip "
-            "Alembic when the database is already at the head revision and start the first Graph token in the "
-            "start-up lifecycle so it overlaps the rest."
+            + ", and the migrations import Alembic on top; on a loaded 2-core machine imports are most of it"
+            + (
+                f"; the full `gc.collect()` that `bot/runtime.py` runs before `gc.freeze()` adds about "
+                f"{startup['gc_collect_after_imports_ms']:.0f} ms (timed after the imports alone)"
+                if startup.get("gc_collect_after_imports_ms")
+                else ""
+            )
+            + (
+                f" — the baseline commit's `app.py`, started alternately in the same minutes, took "
+                f"{startup['baseline_median_s']:.2f} s, so a miss here is the machine's load, not a regression"
+                if startup.get("baseline_median_s") and startup["baseline_median_s"] >= ready_s * 0.9
+                else ""
+            )
+            + ". What would cut it: import Alembic only when the schema is not at the head revision (every restart "
+            "after the first), and drop the `gc.collect()` before `gc.freeze()` — freezing a little start-up garbage "
+            "costs some memory, not time — or run both once the server listens."
         )
     memory = targets.get("RSS after 10,000 pending actions")
     if memory and memory["pass"] is False:
@@ -1084,6 +1135,30 @@ def _render_fixes(results: dict[str, Any], w: Any) -> None:
                 else ""
             )
             + ". Installed, the import is a `sys.modules` hit. No code change."
+        )
+    sql = results.get("sql_inserts") or {}
+    if sql.get("action_insert") and sql.get("audit_insert"):
+        a, b = sql["action_insert"], sql["audit_insert"]
+        saved_a = (a["values_us_per_row"] - a["params_us_per_row"]) / 1000
+        saved_b = (b["values_us_per_row"] - b["params_us_per_row"]) / 1000
+        top = dict((profile.get("message") or {}).get("top_self") or [])
+        expect = next((v for k, v in top.items() if k.startswith("expect (sqlalchemy/sql/coercions.py")), None)
+        items.append(
+            "**Pass rows to INSERT as execution parameters.** `bot/store.py::Store.create`: "
+            "`await conn.execute(actions.insert(), values)` instead of `actions.insert().values(**values)`; "
+            "`bot/audit.py::AuditLog.record`: `await conn.execute(audit_events.insert(), full)`. Same SQL, same "
+            "single-row semantics, same cached compiled statement, but no new 35- (14-) column statement with one "
+            "coerced bound parameter per column on every call"
+            + (
+                f" — SQLAlchemy's `coercions.expect` is the top own-time frame of the message turn ({expect} %)"
+                if expect
+                else ""
+            )
+            + f". Measured above: {a['values_us_per_row']:.0f} → {a['params_us_per_row']:.0f} µs per action row and "
+            f"{b['values_us_per_row']:.0f} → {b['params_us_per_row']:.0f} µs per audit row, i.e. about "
+            f"{saved_a + saved_b:.1f} ms of CPU per message turn (one of each) and {3 * saved_b:.1f} ms per confirm turn "
+            "(three audit events). `Store.transition` builds its CAS `UPDATE … .values(...)` the same way; the same "
+            "treatment there needs `bindparam`s in the `WHERE` clause, so it is a slightly larger change."
         )
     if idle_m:
         writes_m, writes_c = _g(msg, "store_writes_per_turn"), _g(conf, "store_writes_per_turn")

@@ -70,6 +70,8 @@ class Plan:
     #: same-window A/B against the baseline commit's bot (0 ms Graph, c=10): repeats and messages per round
     ab_repeats: int = 3
     ab_n: int = 150
+    #: rows per INSERT-cost measurement (bench.sqlcost)
+    sql_rows: int = 1000
     pending: int = 10_000
     timeout: float = 15.0
     profile: bool = True
@@ -83,6 +85,7 @@ class Plan:
             profile_n=40,
             ab_repeats=1,
             ab_n=30,
+            sql_rows=200,
             pending=1000,
             profile=False,
         )
@@ -206,6 +209,9 @@ class Bench:
         self.devices: list[dict[str, str]] = []
         self.http: Http | None = None
         self.results: dict[str, Any] = {"cells": []}
+        #: the baseline commit and its source tree (``git archive``), for same-window comparisons
+        self.baseline_commit: str | None = None
+        self.baseline_tree: Path | None = None
         self._bodies = 0
 
     # -- processes --------------------------------------------------------------------------------------
@@ -448,11 +454,8 @@ class Bench:
         not depend on how the shared machine's speed drifted between the baseline run and this one. Cells are
         labelled ``ab:baseline`` and ``ab:now``; the order alternates between repeats.
         """
-        from bench.baseline import extract_tree, find_commit
-
-        commit = find_commit()
-        tree = extract_tree(commit, self.logs / "baseline-tree") if commit else None
-        if tree is None:
+        commit, tree = self.baseline_commit, self.baseline_tree
+        if commit is None or tree is None:
             return None
         print(f"A/B: the bot of {commit} against this bot, alternating (0 ms Graph, c=10)", flush=True)
         old, old_url, _ = await self.start_bot("baseline-bot", [], cwd=tree)
@@ -539,20 +542,31 @@ class Bench:
         times: list[float] = []
         listening: list[float] = []
         rss: list[int] = []
-        for i in range(runs):
+        baseline: list[float] = []
+
+        async def once(name: str, cwd: Path | None) -> tuple[float, float, int]:
             port = free_port()
             db = Path(tempfile.mkdtemp(prefix="startup-", dir=self.logs)) / "bot.db"
-            child = Child(f"app-startup-{i}", [sys.executable, "app.py"], self.bot_env(port, db), self.logs)
+            child = Child(name, [sys.executable, "app.py"], self.bot_env(port, db), self.logs, cwd=cwd)
             await child.start()
             try:
                 up_at = await wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, interval=0.005)
                 ready_at = await wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, interval=0.005)
-                listening.append(up_at - child.started_at)
-                times.append(ready_at - child.started_at)
                 await asyncio.sleep(0.3)
-                rss.append(rss_kb(child.pid))
+                return up_at - child.started_at, ready_at - child.started_at, rss_kb(child.pid)
             finally:
                 await child.stop()
+
+        for i in range(runs):
+            # The baseline commit's app.py alternates with this one, so a slow machine shows in both.
+            if self.baseline_tree is not None and i % 2 == 1:
+                baseline.append((await once(f"baseline-startup-{i}", self.baseline_tree))[1])
+            up, ready, resident = await once(f"app-startup-{i}", None)
+            listening.append(up)
+            times.append(ready)
+            rss.append(resident)
+            if self.baseline_tree is not None and i % 2 == 0:
+                baseline.append((await once(f"baseline-startup-{i}", self.baseline_tree))[1])
         began = time.perf_counter()
         probe = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "import app, bot.runtime", cwd=str(ROOT), env=self.env
@@ -560,13 +574,32 @@ class Bench:
         await probe.wait()
         imports = time.perf_counter() - began
         breakdown = await import_breakdown(self.env)
+        gc_probe = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import gc, time, app, bot.runtime\n"
+            "began = time.perf_counter(); gc.collect(); print((time.perf_counter() - began) * 1000)",
+            cwd=str(ROOT),
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        gc_out, _ = await gc_probe.communicate()
+        try:
+            gc_collect_ms: float | None = round(float(gc_out.decode().strip()), 1)
+        except ValueError:
+            gc_collect_ms = None
         return {
             "runs_s": [round(t, 3) for t in times],
             "median_s": round(statistics.median(times), 3),
             "listening_s": [round(t, 3) for t in listening],
             "interpreter_and_imports_s": round(imports, 3),
             "import_cumulative_s": breakdown,
+            "gc_collect_after_imports_ms": gc_collect_ms,
             "rss_after_start_kb": rss,
+            "baseline_commit": self.baseline_commit if baseline else None,
+            "baseline_runs_s": [round(t, 3) for t in baseline],
+            "baseline_median_s": round(statistics.median(baseline), 3) if baseline else None,
         }
 
     # -- profile (optional, py-spy) --------------------------------------------------------------------
@@ -637,6 +670,11 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
     print(f"bench: logs in {logs}", flush=True)
     try:
         await bench.start_infrastructure()
+        from bench.baseline import extract_tree, find_commit
+
+        bench.baseline_commit = find_commit()
+        if bench.baseline_commit:
+            bench.baseline_tree = extract_tree(bench.baseline_commit, logs / "baseline-tree")
         results["meta"]["simulator_chromeos_devices"] = len(bench.devices)
         results["meta"]["simulator_has_main"] = (ROOT / "simulator" / "__main__.py").exists()
 
@@ -746,6 +784,10 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         results["http_clients"] = await compare(
             bench.sim_url + "/_sim/control", str(bench.sim_info["env"]["SSL_CERT_FILE"])
         )
+        print("SQL INSERT CPU: values baked into the statement vs execution parameters", flush=True)
+        from bench.sqlcost import compare as compare_inserts
+
+        results["sql_inserts"] = compare_inserts(plan.sql_rows)
     finally:
         await bench.close()
     results["meta"]["duration_s"] = round(time.perf_counter() - began, 1)
