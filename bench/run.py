@@ -68,8 +68,10 @@ class Plan:
     #: messages (then confirms) per turn type in the py-spy round
     profile_n: int = 120
     #: same-window A/B against the baseline commit's bot (0 ms Graph, c=10): repeats and messages per round
-    ab_repeats: int = 3
+    ab_repeats: int = 5
     ab_n: int = 150
+    #: ``python app.py`` start-ups (each alternating with one of the baseline commit's)
+    startups: int = 5
     #: rows per INSERT-cost measurement (bench.sqlcost)
     sql_rows: int = 1000
     pending: int = 10_000
@@ -85,6 +87,7 @@ class Plan:
             profile_n=40,
             ab_repeats=1,
             ab_n=30,
+            startups=3,
             sql_rows=200,
             pending=1000,
             profile=False,
@@ -678,8 +681,8 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         results["meta"]["simulator_chromeos_devices"] = len(bench.devices)
         results["meta"]["simulator_has_main"] = (ROOT / "simulator" / "__main__.py").exists()
 
-        print("start-up (python app.py → /readyz 200) ×3", flush=True)
-        results["startup"] = await bench.startup()
+        print(f"start-up (python app.py → /readyz 200) ×{plan.startups}, alternating with the baseline's", flush=True)
+        results["startup"] = await bench.startup(plan.startups)
         print(f"  {results['startup']['runs_s']} s", flush=True)
 
         print("the bot (bench.launcher) — Graph calls per flow, cold then warm", flush=True)
