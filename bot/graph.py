@@ -235,6 +235,10 @@ class GraphClient:
         self._max_attempts = max_attempts
         self.stats = GraphStats()
 
+    async def aclose(self) -> None:
+        """Close the shared HTTP client (process shutdown)."""
+        await self._http.aclose()
+
     @staticmethod
     def build_http(settings: Settings) -> httpx.AsyncClient:
         timeout = httpx.Timeout(connect=5.0, read=settings.graph_timeout, write=10.0, pool=5.0)

@@ -50,12 +50,9 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
         await self.workflow.drain()
-        await self.graph_http_close()
+        await self.graph.aclose()
         await close_clients(self.adapter)
         await self.store.close()
-
-    async def graph_http_close(self) -> None:
-        await self.graph._http.aclose()
 
 
 async def build_services(

@@ -237,17 +237,15 @@ class Workflow:
             await self.store.update_fields(action_id, card_activity_id=activity_id)
 
     async def _status(self, who: Requester, target: str) -> Reply:
-        result = await self.devices.find(target)
-        if not result.found:
-            return (
-                await self._not_single(who, result, None)
-                if not result.ambiguous
-                else Reply(text=m.ambiguous(result.query, result.total_matches))
-            )
-        assert result.device is not None
-        device = result.device
+        # Permission first: no Intune lookup for someone who may not see devices (and no hint whether one exists).
         if not await self.rbac.can_read_devices(who.aad_id):
             return Reply(text=m.denied_history())
+        result = await self.devices.find(target)
+        if result.ambiguous:
+            return Reply(text=m.ambiguous(result.query, result.total_matches))
+        if result.device is None:
+            return await self._not_single(who, result, None)
+        device = result.device
         details = await self.devices.details(device.id)
         chrome = _chrome_state(details)
         last = await self.store.latest_for_device(device.id)
