@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, fields
@@ -236,17 +238,17 @@ class Store:
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Store:
         if url.startswith("sqlite"):
-            path = url.split(":///", 1)[-1]
+            path = url.split(":///", 1)[-1].split("?", 1)[0]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(prepare_sqlite_file, Path(path))
             engine = create_async_engine(url, connect_args={"timeout": 30})
 
             @sa.event.listens_for(engine.sync_engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                # journal_mode=WAL is a property of the file, set once by prepare_sqlite_file.
                 cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
         else:
             engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -464,6 +466,34 @@ class Store:
             expires_at=row["expires_at"],
             used=bool(row["used"]),
         )
+
+
+def prepare_sqlite_file(path: Path, *, wait: float = 30.0) -> None:
+    """Create the database file owner-only (0600, directory 0700) and switch it to WAL, once, race-free.
+
+    Switching the journal mode needs the file's exclusive lock, and SQLite answers "database is locked" at once —
+    without its busy handler — when another connection (another process starting at the same moment) holds any
+    lock. WAL mode persists in the file, so only the first open of a new file really changes anything; every
+    open retries the switch, with a short backoff, until the mode reads back as WAL or ``wait`` seconds pass.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=wait)) as conn:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode and str(mode[0]).lower() == "wal":
+                return
+            raise sqlite3.OperationalError(f"journal_mode stayed {mode!r}")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 async def serialise_writers(conn: AsyncConnection, key: int) -> None:

@@ -81,7 +81,13 @@ class BotProcess:
         body = activity("message", user, service_url=self.connector.url, text=text)
         status, _ = await self.post(body)
         assert status in (200, 202), (status, self.log_tail())
-        return [c for c in self.connector.calls[before:] if c.method == "send" and c.body.get("type") == "message"]
+        # The connector may be shared with other processes talking to the same user at the same time: only the
+        # replies to this very activity count.
+        return [
+            c
+            for c in self.connector.calls[before:]
+            if c.method == "send" and c.body.get("type") == "message" and c.body.get("replyToId") == body["id"]
+        ]
 
     async def request(self, user: User, serial: str) -> tuple[str, str]:
         """``deprovision <serial>`` → (action id, activity id of the confirmation card)."""

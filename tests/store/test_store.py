@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import multiprocessing
+import sqlite3
+import stat
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +31,7 @@ from bot.store import (
     DeviceBusy,
     Selection,
     Store,
+    prepare_sqlite_file,
 )
 from tests.store.conftest import make_action, new_device_id
 
@@ -112,6 +118,29 @@ async def test_concurrent_opens_on_sqlite(sqlite_url: str) -> None:
         for opened in stores:
             if isinstance(opened, Store):
                 await opened.close()
+
+
+async def test_sqlite_file_is_owner_only(tmp_path: Path) -> None:
+    """The database (device facts, requester names, the audit trail) is created 0600 in a new 0700 directory."""
+    path = tmp_path / "fresh" / "bot.db"
+    opened = await Store.open(f"sqlite+aiosqlite:///{path}")
+    try:
+        await opened.create(make_action())
+    finally:
+        await opened.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for sidecar in path.parent.glob("bot.db-*"):
+        assert stat.S_IMODE(sidecar.stat().st_mode) & 0o077 == 0, sidecar
+
+
+def test_concurrent_first_opens_from_processes(tmp_path: Path) -> None:
+    """Processes starting together on a new SQLite file all switch it to WAL (no "database is locked")."""
+    path = tmp_path / "race.db"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(prepare_sqlite_file, [path] * 8)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # -- create / get -------------------------------------------------------------------------------------------
