@@ -22,9 +22,9 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.devices import SELECT as DEVICE_SELECT
 from bot.devices import Device
@@ -33,6 +33,7 @@ from bot.graph import GraphClient, odata_string
 from bot.settings import Settings
 
 log = logging.getLogger("bot.rbac")
+_T = TypeVar("_T")
 
 RETIRE = "Microsoft.Intune_RemoteTasks_Retire"
 READ = "Microsoft.Intune_ManagedDevices_Read"
@@ -142,6 +143,33 @@ class Decision:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v}
 
 
+@dataclass(frozen=True)
+class Access:
+    """What a requester may do with one device: see it at all (least disclosure), and deprovision it."""
+
+    readable: bool
+    decision: Decision
+
+
+class Sub(enum.Enum):
+    """The kinds of sub-request in a role-check ``$batch``; ids read ``kind.device.chunk``."""
+
+    ME = "me"  # the requester's group memberships
+    ENTRA = "entra"  # the requester's Entra admin roles
+    USER = "pu"  # device k's primary user's memberships of scope groups
+    DEVICE = "dv"  # device k's Entra object's memberships of scope groups
+    DEVOBJ = "devobj"  # device k's Entra object id
+    FRESH = "fresh"  # device k re-read from Intune
+
+    def id(self, device: int = 0, chunk: int = 0) -> str:
+        return f"{self.value}.{device}.{chunk}"
+
+    @staticmethod
+    def parse(rid: str) -> tuple[Sub, int]:
+        kind, device, _ = rid.split(".")
+        return Sub(kind), int(device)
+
+
 @dataclass
 class Facts:
     """Everything :func:`decide` needs, already fetched."""
@@ -173,9 +201,10 @@ def _tags_match(a: RoleAssignment, facts: Facts) -> bool:
 
 
 def _device_scope_pending(facts: Facts) -> bool:
-    """A held ``resourceScope`` assignment passes clauses 1 and 2 but not (yet) 3.
+    """A held ``resourceScope`` assignment with Managed devices / Read passes clauses 1 and 2 but not (yet) 3.
 
-    Only then can the device object's own group memberships still change the decision (or its reason).
+    Only then can the device object's own group memberships still change a decision (or its reason), for
+    deprovision and for read alike (every assignment that can grant deprovision also grants read).
     """
     for a in facts.assignments:
         role = facts.roles.get(a.role_id)
@@ -183,7 +212,6 @@ def _device_scope_pending(facts: Facts) -> bool:
             role is not None
             and a.scope_type.lower() == "resourcescope"
             and set(a.members) & facts.requester_groups
-            and role.permits(RETIRE)
             and role.permits(READ)
             and not _in_scope(a, facts)
         ):
@@ -191,12 +219,39 @@ def _device_scope_pending(facts: Facts) -> bool:
     return False
 
 
+def _entra_admin(facts: Facts) -> str:
+    if not facts.entra_roles_allowed:
+        return ""
+    held = {r.lower() for r in facts.entra_role_ids}
+    return next((r for r in sorted(facts.admin_role_ids) if r.lower() in held), "")
+
+
+def can_read(facts: Facts) -> bool:
+    """The least-disclosure rule (graph-intune.md §16): could the requester see this device in Intune?
+
+    Clause (a) of §14, or an assignment whose role allows Managed devices / Read (and does not forbid it), held by
+    the requester, with the device in its scope by clauses 3–4.
+    """
+    if _entra_admin(facts):
+        return True
+    for a in facts.assignments:
+        role = facts.roles.get(a.role_id)
+        if (
+            role is not None
+            and set(a.members) & facts.requester_groups
+            and role.permits(READ)
+            and _in_scope(a, facts)
+            and _tags_match(a, facts)
+        ):
+            return True
+    return False
+
+
 def decide(facts: Facts) -> Decision:
     """The pure rule. When denied, the reason is that of the assignment that got furthest."""
-    if facts.entra_roles_allowed:
-        entra_held = {r.lower() for r in facts.entra_role_ids}
-        for role_id in sorted(r for r in facts.admin_role_ids if r.lower() in entra_held):
-            return Decision(True, basis="entra_role", entra_role_id=role_id)
+    entra_role = _entra_admin(facts)
+    if entra_role:
+        return Decision(True, basis="entra_role", entra_role_id=entra_role)
     held = [a for a in facts.assignments if set(a.members) & facts.requester_groups]
     roles_held = tuple(dict.fromkeys(facts.roles[a.role_id].name for a in held if a.role_id in facts.roles))
     best: tuple[int, DenyReason, RoleAssignment | None] = (0, DenyReason.NO_ROLE, None)
@@ -350,143 +405,196 @@ class RbacChecker:
 
     async def check(self, requester_id: str, device: Device) -> Decision:
         """Decide with fresh group memberships (never cached) and the cached role catalogue."""
-        try:
-            _, decision = await self._check(requester_id, device)
-        except RbacUnavailable:
-            raise
-        except GraphError as exc:
-            raise RbacUnavailable(exc) from exc
-        assert decision is not None
-        return decision
+        return (await self.access(requester_id, device)).decision
+
+    async def access(self, requester_id: str, device: Device) -> Access:
+        """May the requester read the device, and deprovision it? One round trip, two at most."""
+        return (await self.access_many(requester_id, [device]))[0]
+
+    async def access_many(self, requester_id: str, devices: Sequence[Device]) -> list[Access]:
+        """:meth:`access` for several devices: the requester's facts once, each device's scope facts beside them."""
+        results = await self._guarded(self._check_many(requester_id, list(devices)))
+        return [access for _, access in results if access is not None]
 
     async def check_current(self, requester_id: str, device: Device) -> tuple[Device | None, Decision | None]:
-        """Re-read the device from Intune and decide, in the same ``$batch`` round trip (used at confirmation).
+        """Re-read the device from Intune and decide, in the same ``$batch`` round trip (used at confirmation)."""
+        fresh, access = await self.access_current(requester_id, device)
+        return fresh, access.decision if access else None
 
-        Returns ``(None, None)`` when the device is gone. The decision is taken on the fresh device (its scope tags
-        and primary user); if the primary user or Entra device changed, the check is repeated for the new ones.
+    async def access_current(self, requester_id: str, device: Device) -> tuple[Device | None, Access | None]:
+        """Re-read the device from Intune and decide on the fresh copy, in the same ``$batch`` round trip.
+
+        Returns ``(None, None)`` when the device is gone. If its primary user or Entra device changed, the check is
+        repeated for the new ones (the scope requests depended on them).
         """
+        return (await self._guarded(self._check_many(requester_id, [device], reread=True)))[0]
+
+    @staticmethod
+    async def _guarded(work: Awaitable[_T]) -> _T:
+        """Fail closed: any Graph failure while gathering facts is :class:`RbacUnavailable`."""
         try:
-            return await self._check(requester_id, device, reread=True)
+            return await work
         except RbacUnavailable:
             raise
         except GraphError as exc:
             raise RbacUnavailable(exc) from exc
 
-    async def _check(
-        self, requester_id: str, device: Device, *, reread: bool = False
-    ) -> tuple[Device | None, Decision | None]:
-        catalog = await self.catalog()
-        s = self._settings
-        relevant = [
-            a for a in catalog.assignments if a.role_id in catalog.roles and catalog.roles[a.role_id].mentions(RETIRE)
+    def _plan(
+        self, catalog: Catalog, requester_id: str, devices: list[Device], *, reread: bool
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The sub-requests of one check (requester's groups and roles once; per device: fresh copy, scope)."""
+        readers = [
+            a
+            for a in catalog.assignments
+            if a.role_id in catalog.roles
+            and (catalog.roles[a.role_id].mentions(RETIRE) or catalog.roles[a.role_id].permits(READ))
         ]
-        other = [a for a in catalog.assignments if a not in relevant]
-        member_groups = [g for a in relevant + other for g in a.members]
-        scoped = [a for a in relevant if a.scope_type.lower() == "resourcescope"]
-        scope_groups = [g for a in scoped for g in a.scope_groups]
-
-        requests: list[dict[str, Any]] = []
-        for i, chunk in enumerate(_chunks(member_groups)):
-            requests.append(self._check_groups(f"me{i}", f"/users/{requester_id}", chunk))
-        if s.entra_admin_roles_allowed:
+        scope_groups = [g for a in readers if a.scope_type.lower() == "resourcescope" for g in a.scope_groups]
+        requests = [
+            self._check_groups(Sub.ME.id(0, i), f"/users/{requester_id}", chunk)
+            for i, chunk in enumerate(_chunks(g for a in catalog.assignments for g in a.members))
+        ]
+        if self._settings.entra_admin_roles_allowed:
             requests.append(self._entra_roles_request(requester_id))
-        device_object = self._device_objects.get(device.azure_ad_device_id, "")
-        if scope_groups:
-            if device.user_id:
-                for i, chunk in enumerate(_chunks(scope_groups)):
-                    requests.append(self._check_groups(f"pu{i}", f"/users/{device.user_id}", chunk))
-            if device.azure_ad_device_id and device_object == "":
+        for k, device in enumerate(devices):
+            if reread:
                 requests.append(
                     {
-                        "id": "devobj",
+                        "id": Sub.FRESH.id(k),
                         "method": "GET",
-                        "url": "/devices?$filter=deviceId eq "
-                        + odata_string(device.azure_ad_device_id)
-                        + "&$select=id,deviceId",
+                        "url": f"/deviceManagement/managedDevices/{device.id}?$select={DEVICE_SELECT}",
                     }
                 )
-            elif device_object:
-                for i, chunk in enumerate(_chunks(scope_groups)):
-                    requests.append(self._check_groups(f"dv{i}", f"/devices/{device_object}", chunk))
+            requests.extend(self._scope_requests(k, device, scope_groups))
+        return requests, scope_groups
 
-        if reread:
-            requests.insert(
-                0,
+    def _scope_requests(self, k: int, device: Device, scope_groups: list[str]) -> list[dict[str, Any]]:
+        """Scope-group facts of device ``k``: its primary user's and its Entra object's memberships."""
+        if not scope_groups:
+            return []
+        requests = []
+        if device.user_id:
+            for i, chunk in enumerate(_chunks(scope_groups)):
+                requests.append(self._check_groups(Sub.USER.id(k, i), f"/users/{device.user_id}", chunk))
+        device_object = self._device_objects.get(device.azure_ad_device_id, "")
+        if device.azure_ad_device_id and device_object == "":
+            requests.append(
                 {
-                    "id": "fresh",
+                    "id": Sub.DEVOBJ.id(k),
                     "method": "GET",
-                    "url": f"/deviceManagement/managedDevices/{device.id}?$select={DEVICE_SELECT}",
-                },
+                    "url": "/devices?$filter=deviceId eq "
+                    + odata_string(device.azure_ad_device_id)
+                    + "&$select=id,deviceId",
+                }
             )
-        answers: dict[str, Any] = {}
-        for i in range(0, len(requests), CHUNK):
-            answers.update(await self._graph.batch(requests[i : i + CHUNK], version="beta"))
+        elif device_object:
+            for i, chunk in enumerate(_chunks(scope_groups)):
+                requests.append(self._check_groups(Sub.DEVICE.id(k, i), f"/devices/{device_object}", chunk))
+        return requests
 
-        if reread:
-            fresh_answer = answers.pop("fresh", None)
-            if fresh_answer is not None and int(fresh_answer.get("status", 0)) in (400, 404):
-                return None, None
-            row = self._ok(fresh_answer, "managedDevice")
-            if str(row.get("id", "")).lower() != device.id.lower():
-                return None, None
-            fresh = Device.from_graph(row)
-            if (fresh.user_id, fresh.azure_ad_device_id) != (device.user_id, device.azure_ad_device_id):
-                return await self._check(requester_id, fresh)  # the scope requests depended on these: ask again
-            device = fresh
+    async def _send(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """Batches of at most 20 sub-requests, sent side by side."""
+        pages = await asyncio.gather(
+            *(self._graph.batch(requests[i : i + CHUNK], version="beta") for i in range(0, len(requests), CHUNK))
+        )
+        return {rid: answer for page in pages for rid, answer in page.items()}
+
+    async def _check_many(
+        self, requester_id: str, devices: list[Device], *, reread: bool = False
+    ) -> list[tuple[Device | None, Access | None]]:
+        catalog = await self.catalog()
+        s = self._settings
+        requests, scope_groups = self._plan(catalog, requester_id, devices, reread=reread)
+        answers = await self._send(requests)
 
         requester_groups: set[str] = set()
-        device_groups: set[str] = set()
         entra_roles: set[str] = set()
+        device_groups: list[set[str]] = [set() for _ in devices]
+        resolved_objects: dict[int, str | None] = {}
+        fresh_rows: dict[int, dict[str, Any] | None] = {}
         for rid, answer in answers.items():
-            if rid.startswith("me"):
+            kind, k = Sub.parse(rid)
+            if kind is Sub.ME:
                 requester_groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
-            elif rid.startswith(("pu", "dv")):
-                device_groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
-            elif rid == "entra":
+            elif kind in (Sub.USER, Sub.DEVICE):
+                device_groups[k].update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
+            elif kind is Sub.ENTRA:
                 rows = await self._collect(answer, "transitiveRoleAssignments", ENTRA_ROLES_HEADERS)
                 entra_roles.update(str(r.get("roleDefinitionId")) for r in rows)
-            elif rid == "devobj":
-                rows = self._ok(answer, "devices").get("value", [])
-                match = [r for r in rows if str(r.get("deviceId", "")).lower() == device.azure_ad_device_id.lower()]
-                device_object = str(match[0]["id"]) if len(match) == 1 else None
-                if len(self._device_objects) > 10_000:  # bounded: ids are immutable, the cache is a convenience
-                    self._device_objects.clear()
-                self._device_objects[device.azure_ad_device_id] = device_object
+            elif kind is Sub.DEVOBJ:
+                resolved_objects[k] = self._remember_object(devices[k], answer)
+            elif kind is Sub.FRESH:
+                fresh_rows[k] = self._fresh_row(devices[k], answer)
 
-        facts = Facts(
-            roles=catalog.roles,
-            assignments=catalog.assignments,
-            requester_groups=frozenset(requester_groups),
-            device_tags=device.effective_scope_tags,
-            device_has_primary_user=bool(device.user_id),
-            device_scope_groups=frozenset(device_groups),
-            entra_role_ids=frozenset(entra_roles),
-            entra_roles_allowed=s.entra_admin_roles_allowed,
-            admin_role_ids=frozenset(s.entra_admin_role_ids),
-        )
-        decision = decide(facts)
-        needs_device_groups = (
-            not decision.allowed and device_object and "devobj" in answers and _device_scope_pending(facts)
-        )
-        if needs_device_groups:
-            # Second round trip, only when the device object's own membership can still change the answer.
-            second = await self._graph.batch(
-                [
-                    self._check_groups(f"dv{i}", f"/devices/{device_object}", c)
-                    for i, c in enumerate(_chunks(scope_groups))
-                ],
-                version="beta",
+        results: list[tuple[Device | None, Access | None]] = []
+        second: dict[int, Facts] = {}
+        for k, device in enumerate(devices):
+            if reread:
+                row = fresh_rows.get(k)
+                if row is None:
+                    results.append((None, None))
+                    continue
+                fresh = Device.from_graph(row)
+                if (fresh.user_id, fresh.azure_ad_device_id) != (device.user_id, device.azure_ad_device_id):
+                    # The scope requests depended on these: ask again for the new ones.
+                    results.append((await self._check_many(requester_id, [fresh]))[0])
+                    continue
+                device = fresh
+            facts = Facts(
+                roles=catalog.roles,
+                assignments=catalog.assignments,
+                requester_groups=frozenset(requester_groups),
+                device_tags=device.effective_scope_tags,
+                device_has_primary_user=bool(device.user_id),
+                device_scope_groups=frozenset(device_groups[k]),
+                entra_role_ids=frozenset(entra_roles),
+                entra_roles_allowed=s.entra_admin_roles_allowed,
+                admin_role_ids=frozenset(s.entra_admin_role_ids),
             )
-            for answer in second.values():
-                device_groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
-            facts.device_scope_groups = frozenset(device_groups)
-            decision = decide(facts)
-        return device, decision
+            access = Access(can_read(facts), decide(facts))
+            unsettled = not (access.readable and access.decision.allowed)
+            if resolved_objects.get(k) and unsettled and _device_scope_pending(facts):
+                second[k] = facts
+            results.append((device, access))
+
+        if second:
+            # Second round trip, only when a device object's own membership can still change an answer.
+            more = await self._send(
+                [
+                    self._check_groups(Sub.DEVICE.id(k, i), f"/devices/{resolved_objects[k]}", chunk)
+                    for k in second
+                    for i, chunk in enumerate(_chunks(scope_groups))
+                ]
+            )
+            for rid, answer in more.items():
+                _, k = Sub.parse(rid)
+                device_groups[k].update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
+            for k, facts in second.items():
+                facts.device_scope_groups = frozenset(device_groups[k])
+                results[k] = (results[k][0], Access(can_read(facts), decide(facts)))
+        return results
+
+    def _remember_object(self, device: Device, answer: dict[str, Any]) -> str | None:
+        """The Entra object id behind ``azureADDeviceId`` (immutable, so cached; bounded)."""
+        rows = self._ok(answer, "devices").get("value", [])
+        match = [r for r in rows if str(r.get("deviceId", "")).lower() == device.azure_ad_device_id.lower()]
+        device_object = str(match[0]["id"]) if len(match) == 1 else None
+        if len(self._device_objects) > 10_000:
+            self._device_objects.clear()
+        self._device_objects[device.azure_ad_device_id] = device_object
+        return device_object
+
+    def _fresh_row(self, device: Device, answer: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The re-read device, or ``None`` when it is gone (or Intune answered with another device)."""
+        if answer is not None and int(answer.get("status", 0)) in (400, 404):
+            return None
+        row = self._ok(answer, "managedDevice")
+        return row if str(row.get("id", "")).lower() == device.id.lower() else None
 
     @staticmethod
     def _entra_roles_request(requester_id: str) -> dict[str, Any]:
         return {
-            "id": "entra",
+            "id": Sub.ENTRA.id(),
             "method": "GET",
             "url": "/roleManagement/directory/transitiveRoleAssignments?$count=true&$filter="
             + f"principalId eq {odata_string(requester_id)}&$select=roleDefinitionId",
@@ -515,16 +623,14 @@ class RbacChecker:
             a for a in catalog.assignments if a.role_id in catalog.roles and catalog.roles[a.role_id].permits(READ)
         ]
         requests: list[dict[str, Any]] = [
-            self._check_groups(f"me{i}", f"/users/{requester_id}", chunk)
+            self._check_groups(Sub.ME.id(0, i), f"/users/{requester_id}", chunk)
             for i, chunk in enumerate(_chunks(g for a in readers for g in a.members))
         ]
         if self._settings.entra_admin_roles_allowed:
             requests.append(self._entra_roles_request(requester_id))
-        answers: dict[str, Any] = {}
-        for i in range(0, len(requests), CHUNK):
-            answers.update(await self._graph.batch(requests[i : i + CHUNK], version="beta"))
+        answers = await self._guarded(self._send(requests))
         for rid, answer in answers.items():
-            if rid == "entra":
+            if Sub.parse(rid)[0] is Sub.ENTRA:
                 rows = await self._collect(answer, "transitiveRoleAssignments", ENTRA_ROLES_HEADERS)
                 held = {str(r.get("roleDefinitionId")).lower() for r in rows}
                 if held & {r.lower() for r in self._settings.entra_admin_role_ids}:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from bot.devices import Device
 from bot.graph import GraphClient, MsalTokenSource
-from bot.rbac import Decision, DenyReason, Facts, RbacChecker, RoleAssignment, RoleDefinition, decide
+from bot.rbac import Decision, DenyReason, Facts, RbacChecker, RoleAssignment, RoleDefinition, can_read, decide
 from simulator import Simulator
 from simulator.testing import running_simulator
 from tests.harness import settings_for
@@ -254,6 +254,18 @@ def granting(t: Tenant) -> list[str]:
     return [a["id"] for a in held(t) if clause_1(role_of(t, a)) and clause_3(t, a) and clause_4(t, a)]
 
 
+def reference_readable(t: Tenant) -> bool:
+    """Least disclosure (§16): Entra branch, or a held assignment with Managed devices / Read covering the device."""
+
+    def reads(row: Mapping[str, Any] | None) -> bool:
+        if row is None:
+            return False
+        allowed, forbidden = role_actions(row)
+        return is_allowed(allowed, READ) and not is_forbidden(forbidden, READ)
+
+    return branch_a(t) or any(reads(role_of(t, a)) and clause_3(t, a) and clause_4(t, a) for a in held(t))
+
+
 def reference_allows(t: Tenant) -> bool:
     return branch_a(t) or bool(granting(t))
 
@@ -328,7 +340,11 @@ def facts_for(t: Tenant) -> Facts:
 @settings(max_examples=300, deadline=None)
 @given(tenants())
 def test_decide_matches_the_reference(t: Tenant) -> None:
-    check_against_reference(t, decide(facts_for(t)))
+    facts = facts_for(t)
+    check_against_reference(t, decide(facts))
+    assert can_read(facts) is reference_readable(t)
+    # Whoever may deprovision a device may also read it.
+    assert not reference_allows(t) or can_read(facts)
 
 
 @settings(max_examples=100, deadline=None)
@@ -461,7 +477,8 @@ async def test_checker_over_graph_matches_the_reference(rig: tuple[Simulator, Gr
     }
     checker = RbacChecker(settings_for(sim, "sqlite+aiosqlite:///:memory:", **env), graph)
     before = graph.stats.calls
-    decision = await checker.check(REQUESTER, device)
-    check_against_reference(t, decision)
+    access = await checker.access(REQUESTER, device)
+    check_against_reference(t, access.decision)
+    assert access.readable is reference_readable(t)
     # Cold: one catalogue $batch (no list reaches a second page here) + at most two for the check.
     assert graph.stats.calls - before <= 3
