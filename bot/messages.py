@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 
 from bot.rbac import Decision, DenyReason
@@ -106,9 +107,10 @@ def unknown_reason(text: str) -> str:
 
 
 def not_found(query: str) -> str:
+    """The one answer for "no such device" and "a device you may not see" alike (least disclosure)."""
     return (
-        f"No Intune device matches **{md(query)}** exactly (I checked Intune device id, Entra device id, serial "
-        "number and device name). Check the spelling, or use the serial number."
+        f"No device you can manage matches **{md(query)}** (I checked Intune device id, Entra device id, serial "
+        "number and device name, exactly). Check the spelling, or use the serial number."
     )
 
 
@@ -156,8 +158,11 @@ def denied(decision: Decision, device_name: str) -> str:
     return f"You can't deprovision **{md(device_name)}**: {why}. {fix}"
 
 
-def denied_history() -> str:
-    return f"Only people with Managed devices / Read in Intune can see history. You need {ROLES_THAT_WORK}."
+def denied_read(command: str) -> str:
+    return (
+        f"Only people who can see devices in Intune (Managed devices / Read) can use `{plain(command)}`. "
+        f"You need {ROLES_THAT_WORK}."
+    )
 
 
 def rbac_unavailable() -> str:
@@ -193,6 +198,7 @@ CARD_TITLE_UNKNOWN = "Outcome unknown"
 CARD_TITLE_CANCELLED = "Cancelled"
 CARD_TITLE_EXPIRED = "Expired"
 CARD_TITLE_REJECTED = "Rejected"
+CARD_TITLE_UNAVAILABLE = "Not available"
 CARD_WHAT_TITLE = "What deprovisioning does"
 CARD_REASON_LABEL = "Reason (required)"
 CARD_REASON_PLACEHOLDER = "Choose a reason"
@@ -312,6 +318,10 @@ def card_unknown_request() -> str:
     return "This card is no longer valid (unknown or foreign request). Type `deprovision <device>` to start again."
 
 
+def card_not_available() -> str:
+    return "This request isn't available to you. Type `deprovision <device>` to start your own."
+
+
 def card_device_changed() -> str:
     return (
         "The device changed in Intune since this card was sent (it is gone or no longer ChromeOS). Nothing was changed."
@@ -366,7 +376,22 @@ def history_title(device: str | None) -> str:
 
 
 def pending_empty() -> str:
-    return "Nothing is waiting for your approval."
+    return "Nothing is waiting for your approval, and you have no requests waiting for someone else's."
+
+
+def pending_row(device_name: str, serial: str, requester: str, *, own: bool) -> str:
+    who = "your request" if own else f"by {md(requester)}"
+    return f"{md(device_name)} ({md(serial)}) — {who}"
+
+
+def history_row(device_name: str, serial: str, state: str, requester: str, reason: str | None) -> str:
+    row = f"{md(device_name)} ({md(serial)}) — {state} — {md(requester)}"
+    return row + (f" — {md(reason_label(reason))}" if reason else "")
+
+
+def last_action(state: str, requester: str, at: float) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+    return f"{state_label(state)} — {md(requester)}, {when}"
 
 
 def pending_title(count: int) -> str:

@@ -113,6 +113,7 @@ selections = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("used", sa.Boolean, nullable=False, default=False),
+    sa.Column("card_activity_id", sa.String(256)),
 )
 
 audit_events = sa.Table(
@@ -208,6 +209,7 @@ class Selection:
     created_at: float
     expires_at: float
     used: bool = False
+    card_activity_id: str | None = None
 
 
 @dataclass
@@ -440,32 +442,33 @@ class Store:
             if result.rowcount != 1:
                 return None
             row = (await conn.execute(selections.select().where(selections.c.id == selection_id))).mappings().one()
-        return Selection(
-            id=row["id"],
-            tenant_id=row["tenant_id"],
-            requester_id=row["requester_id"],
-            candidates=json.loads(row["candidates_json"]),
-            preset_reason=row["preset_reason"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-            used=True,
-        )
+        return _selection(row)
+
+    async def selection_sent(self, selection_id: str, activity_id: str) -> None:
+        """Record the message id of the "which device?" card (clicks on it replace that message)."""
+        async with self.write() as conn:
+            await conn.execute(
+                selections.update().where(selections.c.id == selection_id).values(card_activity_id=activity_id)
+            )
 
     async def get_selection(self, selection_id: str) -> Selection | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(selections.select().where(selections.c.id == selection_id))).mappings().first()
-        if row is None:
-            return None
-        return Selection(
-            id=row["id"],
-            tenant_id=row["tenant_id"],
-            requester_id=row["requester_id"],
-            candidates=json.loads(row["candidates_json"]),
-            preset_reason=row["preset_reason"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-            used=bool(row["used"]),
-        )
+        return _selection(row) if row is not None else None
+
+
+def _selection(row: Any) -> Selection:
+    return Selection(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        requester_id=row["requester_id"],
+        candidates=json.loads(row["candidates_json"]),
+        preset_reason=row["preset_reason"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        used=bool(row["used"]),
+        card_activity_id=row["card_activity_id"],
+    )
 
 
 def prepare_sqlite_file(path: Path, *, wait: float = 30.0) -> None:

@@ -239,8 +239,8 @@ def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> Non
             if reply.text:
                 await context.send_activity(reply.text)
         response = await context.send_activity(outgoing)
-        if reply.action_id:
-            await workflow.card_sent(reply.action_id, response.id if response else None)
+        if reply.action_id or reply.selection_id:
+            await workflow.card_sent(reply, response.id if response else None)
 
     @app.invoke(_INVOKE_NAME)
     async def on_card_action(context: TurnContext, _state: TurnState) -> None:
@@ -254,9 +254,7 @@ def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> Non
         if verb not in verbs.ALL:
             answer = InvokeAnswer(error=(400, "BadRequest", m.card_unknown_request()))
         else:
-            answer = await workflow.on_invoke(
-                requester_of(activity), conversation_of(activity), verb, data, activity.reply_to_id
-            )
+            answer = await workflow.on_invoke(requester_of(activity), conversation_of(activity), verb, data)
         body = invoke_response(answer).model_dump(mode="json", by_alias=True, exclude_none=True)
         await context.send_activity(
             Activity(type=ActivityTypes.invoke_response, value=InvokeResponse(status=200, body=body))
@@ -286,7 +284,7 @@ async def _on_submit(context: TurnContext, workflow: Workflow, conv: Conversatio
     if verb not in verbs.ALL:
         await context.send_activity(m.help_text())
         return
-    answer = await workflow.on_invoke(requester_of(context.activity), conv, verb, value, context.activity.reply_to_id)
+    answer = await workflow.on_invoke(requester_of(context.activity), conv, verb, value)
     if answer.card is not None:
         await context.send_activity(Activity(type=ActivityTypes.message, attachments=[card_attachment(answer.card)]))
     elif answer.message or answer.error:

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 from bot import commands as cmd
 from bot import messages as m
 from bot.audit import Actor, AuditLog
-from bot.devices import Device, DeviceDirectory, LookupResult
+from bot.devices import Device, DeviceDirectory
 from bot.errors import GraphError, GraphThrottled, InvalidInput, OutcomeUnknown, RbacUnavailable
 from bot.graph import GraphClient
 from bot.logs import safe
-from bot.rbac import Decision, RbacChecker
+from bot.rbac import Access, Decision, RbacChecker
 from bot.settings import Settings
 from bot.store import (
     AWAITING_APPROVAL,
@@ -91,11 +91,12 @@ class Member:
 
 @dataclass
 class Reply:
-    """One outgoing message: text or a card; ``action_id`` asks the caller to report the sent message's id."""
+    """One outgoing message: text or a card; ``action_id``/``selection_id`` ask for the sent message's id."""
 
     text: str | None = None
     card: dict[str, Any] | None = None
     action_id: str | None = None
+    selection_id: str | None = None
 
 
 @dataclass
@@ -157,29 +158,50 @@ class Workflow:
     async def _deprovision(self, who: Requester, conv: Conversation, command: cmd.Deprovision) -> Reply:
         if command.reason_text:
             return Reply(text=m.unknown_reason(command.reason_text))
-        result = await self.devices.find(command.target)
-        if not result.found:
-            return await self._not_single(who, result, command.reason)
-        assert result.device is not None
-        return await self._request(who, conv, result.device, command.reason)
+        found = await self._readable(who, command.target)
+        if isinstance(found, Reply):
+            return found
+        if len(found) == 1:
+            device, access = found[0]
+            return await self._request(who, conv, device, command.reason, access=access)
+        return await self._offer_choice(who, command.target, found, command.reason)
 
-    async def _not_single(self, who: Requester, result: LookupResult, reason: str | None) -> Reply:
-        if result.ambiguous:
-            now = self.clock()
-            selection = Selection(
-                id=secrets.token_urlsafe(18),
-                tenant_id=who.tenant_id,
-                requester_id=who.aad_id,
-                candidates=[d.snapshot() for d in result.candidates],
-                preset_reason=reason,
-                created_at=now,
-                expires_at=now + self.settings.action_ttl,
-            )
-            await self.store.create_selection(selection)
-            return Reply(card=selection_card(result.query, result.total_matches, selection.id, selection.candidates))
-        if result.incomplete:
+    async def _readable(self, who: Requester, target: str) -> list[tuple[Device, Access]] | Reply:
+        """The devices matching ``target`` exactly that the requester could see in Intune (least disclosure).
+
+        Not found and not readable get the same answer; so does a requester who may read no device at all (the
+        lookup runs, but nothing of its result reaches them).
+        """
+        result = await self.devices.find(target)
+        candidates = [result.device] if result.device is not None else list(result.candidates)
+        readable: list[tuple[Device, Access]] = []
+        if candidates:
+            accesses = await self.rbac.access_many(who.aad_id, candidates)
+            readable = [(d, a) for d, a in zip(candidates, accesses, strict=True) if a.readable]
+        if readable:
+            return readable
+        if result.incomplete and not candidates:
             return Reply(text=m.lookup_incomplete(result.query))
         return Reply(text=m.not_found(result.query))
+
+    async def _offer_choice(
+        self, who: Requester, query: str, found: list[tuple[Device, Access]], reason: str | None
+    ) -> Reply:
+        """Several readable devices match: a "which one?" card listing only those."""
+        now = self.clock()
+        selection = Selection(
+            id=secrets.token_urlsafe(18),
+            tenant_id=who.tenant_id,
+            requester_id=who.aad_id,
+            candidates=[d.snapshot() for d, _ in found],
+            preset_reason=reason,
+            created_at=now,
+            expires_at=now + self.settings.action_ttl,
+        )
+        await self.store.create_selection(selection)
+        return Reply(
+            card=selection_card(query, len(found), selection.id, selection.candidates), selection_id=selection.id
+        )
 
     async def _request(
         self,
@@ -188,15 +210,19 @@ class Workflow:
         device: Device,
         reason: str | None,
         *,
-        reply_to: str | None = None,
+        access: Access | None = None,
+        card_activity_id: str | None = None,
     ) -> Reply:
         """Checks then a new action in *requested* with its confirmation card."""
+        access = access or await self.rbac.access(who.aad_id, device)
+        if not access.readable:
+            return Reply(text=m.not_found(device.name))
         if not device.is_chromeos:
             return Reply(text=m.not_chromeos(device.name, device.operating_system))
         busy = await self.store.inflight_for_device(device.id)
         if busy is not None:
             return Reply(text=m.already_in_flight(device.name, busy.requester_name, busy.state))
-        decision = await self.rbac.check(who.aad_id, device)
+        decision = access.decision
         if not decision.allowed:
             await self.audit.record(
                 "denied",
@@ -222,7 +248,7 @@ class Workflow:
             conversation_id=conv.id,
             conversation_type=conv.type,
             conversation_ref=json.dumps(conv.reference),
-            card_activity_id=reply_to,
+            card_activity_id=card_activity_id,
             created_at=now,
             updated_at=now,
             expires_at=now + self.settings.action_ttl,
@@ -232,28 +258,26 @@ class Workflow:
         await self.audit.record("requested", actor=who.actor, action=action, decision=decision.audit())
         return Reply(card=await self.render(action, "requester" if not conv.is_group else "other"), action_id=action.id)
 
-    async def card_sent(self, action_id: str, activity_id: str | None) -> None:
-        if activity_id:
-            await self.store.update_fields(action_id, card_activity_id=activity_id)
+    async def card_sent(self, reply: Reply, activity_id: str | None) -> None:
+        """Remember the message id of a card just sent (to update it in place; to trust clicks on it)."""
+        if not activity_id:
+            return
+        if reply.action_id:
+            await self.store.update_fields(reply.action_id, card_activity_id=activity_id)
+        if reply.selection_id:
+            await self.store.selection_sent(reply.selection_id, activity_id)
 
     async def _status(self, who: Requester, target: str) -> Reply:
-        # Permission first: no Intune lookup for someone who may not see devices (and no hint whether one exists).
-        if not await self.rbac.can_read_devices(who.aad_id):
-            return Reply(text=m.denied_history())
-        result = await self.devices.find(target)
-        if result.ambiguous:
-            return Reply(text=m.ambiguous(result.query, result.total_matches))
-        if result.device is None:
-            return await self._not_single(who, result, None)
-        device = result.device
+        found = await self._readable(who, target)
+        if isinstance(found, Reply):
+            return found
+        if len(found) > 1:
+            return Reply(text=m.ambiguous(target.strip(), len(found)))
+        device = found[0][0]
         details = await self.devices.details(device.id)
         chrome = _chrome_state(details)
         last = await self.store.latest_for_device(device.id)
-        last_text = (
-            f"{m.state_label(last.state)} — {last.requester_name}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(last.updated_at))}"
-            if last
-            else ""
-        )
+        last_text = m.last_action(last.state, last.requester_name, last.updated_at) if last else ""
         catalog = await self.rbac.catalog()
         return Reply(
             card=status_card(
@@ -267,62 +291,89 @@ class Workflow:
         )
 
     async def _history(self, who: Requester, target: str | None) -> Reply:
-        if not await self.rbac.can_read_devices(who.aad_id):
-            return Reply(text=m.denied_history())
+        label: str | None = None
         if target:
-            result = await self.devices.find(target)
-            if not result.found:
-                return (
-                    Reply(text=m.not_found(result.query))
-                    if not result.ambiguous
-                    else Reply(text=m.ambiguous(result.query, result.total_matches))
-                )
-            assert result.device is not None
-            items = await self.store.history(device_id=result.device.id)
-            label: str | None = result.device.name
+            found = await self._readable(who, target)
+            if isinstance(found, Reply):
+                return found
+            if len(found) > 1:
+                return Reply(text=m.ambiguous(target.strip(), len(found)))
+            device = found[0][0]
+            items = await self.store.history(device_id=device.id)
+            label = device.name
         else:
-            items = await self.store.history(requester_id=who.aad_id)
-            label = None
+            # Permission first: no Intune lookups for someone who may not see devices at all.
+            if not await self.rbac.can_read_devices(who.aad_id):
+                return Reply(text=m.denied_read("history"))
+            items = await self._still_readable(who, await self.store.history(requester_id=who.aad_id))
         if not items:
             return Reply(text=m.history_empty(label))
         rows = [
             (
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.created_at)),
-                f"{a.device_name} ({a.device_serial}) — {m.state_label(a.state)} — {a.requester_name}"
-                + (f" — {m.reason_label(a.reason)}" if a.reason else ""),
+                m.history_row(a.device_name, a.device_serial, m.state_label(a.state), a.requester_name, a.reason),
             )
             for a in items
         ]
         return Reply(card=history_card(m.history_title(label), rows))
 
+    async def _still_readable(self, who: Requester, items: list[Action]) -> list[Action]:
+        """Only the actions on devices the viewer can read today (their scope may have shrunk)."""
+        if not items:
+            return []
+        snapshots = {a.device_id: Device.from_snapshot(a.device) for a in items}
+        accesses = await self.rbac.access_many(who.aad_id, list(snapshots.values()))
+        readable = {d for d, access in zip(snapshots, accesses, strict=True) if access.readable}
+        return [a for a in items if a.device_id in readable]
+
     async def _pending(self, who: Requester) -> Reply:
-        items = [a for a in await self.store.awaiting_approval(who.tenant_id) if a.requester_id != who.aad_id]
+        """The viewer's own waiting requests and those they may approve — nothing else in the tenant."""
+        waiting = await self.store.awaiting_approval(who.tenant_id)
+        mine = [a for a in waiting if a.requester_id == who.aad_id]
+        others = [a for a in waiting if a.requester_id != who.aad_id]
+        approvable = await self._approvable(who, others) if others else []
+        items = mine + approvable
         if not items:
             return Reply(text=m.pending_empty())
         summary = [
-            (a.id, a.device_name, f"{a.device_name} ({a.device_serial}) by {a.requester_name}", a.expires_at)
+            (
+                a.id,
+                a.device_name,
+                m.pending_row(a.device_name, a.device_serial, a.requester_name, own=a.requester_id == who.aad_id),
+                a.expires_at,
+            )
             for a in items
         ]
         return Reply(card=pending_card(m.pending_title(len(items)), summary))
 
+    async def _approvable(self, who: Requester, actions: list[Action]) -> list[Action]:
+        """The requests ``who`` could approve: approvers group, and the deprovision right on each device."""
+        if self.settings.approver_group_id and not await self.rbac.is_group_member(
+            who.aad_id, self.settings.approver_group_id
+        ):
+            return []
+        devices = [Device.from_snapshot(a.device) for a in actions]
+        accesses = await self.rbac.access_many(who.aad_id, devices)
+        return [
+            a
+            for a, d, access in zip(actions, devices, accesses, strict=True)
+            if access.decision.allowed and access.readable and d.is_chromeos
+        ]
+
     # -- card invokes ------------------------------------------------------------------------------------
 
-    async def on_invoke(
-        self, who: Requester, conv: Conversation, verb: str, data: dict[str, Any], reply_to: str | None
-    ) -> InvokeAnswer:
+    async def on_invoke(self, who: Requester, conv: Conversation, verb: str, data: dict[str, Any]) -> InvokeAnswer:
         if not USER_ID_RE.match(who.aad_id):
             return InvokeAnswer(error=(403, "Forbidden", m.anonymous_user()))
         try:
             if verb == verbs.SELECT:
-                return await self._select(who, conv, data, reply_to)
+                return await self._select(who, conv, data)
             action_id = str(data.get("actionId") or "")
             action = await self.store.get(action_id) if ACTION_ID_RE.match(action_id) else None
             if action is None or action.tenant_id != who.tenant_id:
                 return InvokeAnswer(card=message_card(m.CARD_TITLE_EXPIRED, [m.card_unknown_request()]))
-            if reply_to and not action.card_activity_id and action.conversation_id == conv.id:
-                # The connector did not tell us the card's id when it was sent: learn it from the click.
-                await self.store.update_fields(action.id, card_activity_id=reply_to)
-                action.card_activity_id = reply_to
+            if not await self._may_see(who, conv, action):
+                return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
             action = await self._expire_if_due(action)
             handler: dict[str, Callable[..., Awaitable[InvokeAnswer]]] = {
                 verbs.REFRESH: self._refresh,
@@ -335,6 +386,21 @@ class Workflow:
             return await handler[verb](who, action, data)
         except (RbacUnavailable, GraphError) as exc:
             return InvokeAnswer(message=_unavailable(exc))
+
+    async def _may_see(self, who: Requester, conv: Conversation, action: Action) -> bool:
+        """A request's card goes to its requester, to eligible approvers, and (neutral view) to members of the
+        conversation it lives in — the request's own chat or the approval channel. Nobody else learns of it."""
+        if who.aad_id == action.requester_id:
+            return True
+        here = _base_conversation(conv.id)
+        if here == _base_conversation(action.conversation_id):
+            return True
+        if action.approval_ref and here == _base_conversation(self.settings.approval_channel_id or ""):
+            return True
+        if action.state == AWAITING_APPROVAL:
+            eligible, _ = await self._eligible_approver(who, action)
+            return eligible
+        return False
 
     async def _viewer(self, who: Requester, action: Action) -> str:
         if who.aad_id == action.requester_id:
@@ -538,9 +604,7 @@ class Workflow:
             return InvokeAnswer(card=await self.render(action, "requester", note=m.denied(decision, device.name)))
         return None
 
-    async def _select(
-        self, who: Requester, conv: Conversation, data: dict[str, Any], reply_to: str | None
-    ) -> InvokeAnswer:
+    async def _select(self, who: Requester, conv: Conversation, data: dict[str, Any]) -> InvokeAnswer:
         selection_id = str(data.get("selectionId") or "")
         selection = await self.store.get_selection(selection_id) if ACTION_ID_RE.match(selection_id) else None
         if (
@@ -561,7 +625,11 @@ class Workflow:
         device = await self.devices.get(str(selection.candidates[index].get("id", "")))
         if device is None:
             return InvokeAnswer(card=message_card(m.CARD_SELECT_TITLE, [m.card_device_changed()]))
-        reply = await self._request(who, conv, device, selection.preset_reason, reply_to=reply_to)
+        # The new card takes the selection card's place: the message id stored when that card was sent (a click's
+        # replyToId is never trusted for this — it could name any message in the chat).
+        reply = await self._request(
+            who, conv, device, selection.preset_reason, card_activity_id=selection.card_activity_id
+        )
         if reply.card is None:
             return InvokeAnswer(card=message_card(m.CARD_SELECT_TITLE, [reply.text or ""]))
         if reply.action_id:
@@ -821,6 +889,11 @@ def _unavailable(exc: RbacUnavailable | GraphError) -> str:
         return m.rbac_unavailable()
     log.warning("graph error", extra={"status": exc.status, "code": exc.code, "request_id": exc.request_id})
     return m.graph_unavailable()
+
+
+def _base_conversation(conversation_id: str) -> str:
+    """A channel thread's id without its ``;messageid=…`` suffix."""
+    return conversation_id.split(";", 1)[0].lower()
 
 
 def _device_audit(device: Device) -> dict[str, Any]:

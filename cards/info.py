@@ -77,11 +77,11 @@ def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
 
 def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:
-    """``items``: (action id, device name, one-line summary, expires at)."""
+    """``items``: (action id, device name, one-line summary (markdown, escaped by the caller), expires at)."""
     body: list[Any] = [text(title, weight="bolder", size="medium")]
     actions = []
     for action_id, device_name, summary, expires_at in items[:10]:
-        body.append(text(f"{m.md(summary)} · expires {when(expires_at)}"))
+        body.append(text(f"{summary} · expires {when(expires_at)}"))
         label = device_name if len(device_name) <= 40 else device_name[:39] + "…"
         actions.append(execute(f"Open {label}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
     return card(body, actions, fallback_text=title)

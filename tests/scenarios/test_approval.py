@@ -194,6 +194,9 @@ async def test_pending_lists_requests_and_opens_them_for_approval(make_bot, sim)
     open_action = card["actions"][0]
     view = card_of(await bot.click(PATTI, open_action["verb"], open_action["data"]))
     assert verbs_in(view) == ["approval.approve", "approval.reject"]
-    assert "Nothing is waiting" in (await bot.say(ADELE, "pending"))[-1].text
+    # The requester sees her own waiting request; someone who may not approve it and did not make it sees nothing.
+    own = card_text((await bot.say(ADELE, "pending"))[-1].cards[0])
+    assert "NHS-CART3-01" in own and "your request" in own
+    assert "Nothing is waiting" in (await bot.say(LYNNE, "pending"))[-1].text
     done = card_of(await bot.click(PATTI, "approval.approve", {"actionId": action_id}))
     assert "Deprovisioned" in card_text(done)

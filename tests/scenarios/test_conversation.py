@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from bot import messages as m
 from bot.store import SUBMITTED
 from tests.harness import (
     ALEX,
@@ -31,7 +32,7 @@ async def request_card(bot, user=ALEX, target=SERIAL, **kw):
 
 async def test_not_found_is_specific_and_calls_no_write(bot, sim):
     replies = await bot.say(ALEX, "deprovision NO-SUCH-DEVICE-99")
-    assert "No Intune device matches **NO-SUCH-DEVICE-99**" in replies[-1].text
+    assert "No device you can manage matches **NO-SUCH-DEVICE-99**" in replies[-1].text
     assert not sim.deprovision_posts()
 
 
@@ -42,14 +43,17 @@ async def test_non_chromeos_is_refused_with_its_os(bot):
 
 
 async def test_denied_user_is_told_which_roles_would_work(bot, sim):
-    replies = await bot.say(LYNNE, f"deprovision {SERIAL}")
+    # Megan can see the device (Read Only Operator) but not deprovision it: she is told which roles would work.
+    replies = await bot.say(MEGAN, f"deprovision {SERIAL}")
     text = replies[-1].text
     assert "You can't deprovision" in text and "Help Desk Operator" in text and "School Administrator" in text
+    assert "Read Only Operator" in text
     assert not replies[-1].cards
-    replies = await bot.say(MEGAN, f"deprovision {SERIAL}")
-    assert "Read Only Operator" in replies[-1].text
+    # Lynne has no Intune role at all: she learns nothing about the device, not even that it exists.
+    replies = await bot.say(LYNNE, f"deprovision {SERIAL}")
+    assert replies[-1].text == m.not_found(SERIAL)
     events = [row async for row in bot.services.audit.rows()]
-    assert [e["event"] for e in events] == ["denied", "denied"]
+    assert [e["event"] for e in events] == ["denied"]
     assert not sim.deprovision_posts()
 
 
@@ -108,15 +112,33 @@ async def test_repeated_and_concurrent_confirms_call_graph_once(bot, sim):
 
 
 async def test_another_user_cannot_click_the_requesters_button(bot, sim):
-    card, message_id = await request_card(bot)
+    card, message_id = await request_card(bot, conversation_type="groupChat")
     data = {"actionId": action_id_of(card), "reason": "retiring_device"}
-    response = card_of(await bot.click(MEGAN, "deprovision.confirm", data, reply_to=message_id))
+    response = card_of(
+        await bot.click(MEGAN, "deprovision.confirm", data, reply_to=message_id, conversation_type="groupChat")
+    )
     assert "Only Alex Wilber can confirm" in card_text(response)
     assert not verbs_in(response)
     assert not sim.deprovision_posts()
-    cancel = card_of(await bot.click(MEGAN, "deprovision.cancel", data, reply_to=message_id))
+    cancel = card_of(
+        await bot.click(MEGAN, "deprovision.cancel", data, reply_to=message_id, conversation_type="groupChat")
+    )
     assert "Only Alex Wilber" in card_text(cancel)
     assert (await bot.services.store.get(data["actionId"])).state == "requested"
+
+
+async def test_someone_outside_the_conversation_gets_no_card(bot, sim):
+    """A click (or refresh) carrying a known action id from another chat shows nothing of the request."""
+    card, message_id = await request_card(bot)
+    data = {"actionId": action_id_of(card), "reason": "retiring_device"}
+    for verb in ("deprovision.refresh", "deprovision.confirm", "deprovision.cancel"):
+        response = card_of(await bot.click(MEGAN, verb, data, reply_to=message_id))
+        shown = card_text(response)
+        assert m.card_not_available() in shown, shown
+        assert "NHS-CART3-01" not in shown and SERIAL not in shown and "Alex" not in shown
+        assert not verbs_in(response)
+    assert (await bot.services.store.get(data["actionId"])).state == "requested"
+    assert not sim.deprovision_posts()
 
 
 async def test_device_named_in_invoke_data_is_ignored(bot, sim):
