@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -147,13 +147,15 @@ class Control:
         self.token_requests: list[TokenRequest] = []
         self.write_times: deque[float] = deque()
         self.device_outcomes: dict[str, ActionOutcome] = {}
-        #: Added to ``time.time()`` by :meth:`now`; only ever grows (see ``Simulator.advance_clock``).
+        #: Added to :attr:`time_source` by :meth:`now`; only ever grows (see ``Simulator.advance_clock``).
         self.clock_offset = 0.0
+        #: Injectable wall clock (epoch seconds); e.g. ``lambda: t0`` freezes time for a test. Not reset.
+        self.time_source: Callable[[], float] = time.time
         self._set_defaults()
 
     def now(self) -> float:
         """The simulator's clock (epoch seconds): action completion, audit timestamps, the write window."""
-        return time.time() + self.clock_offset
+        return self.time_source() + self.clock_offset
 
     def _set_defaults(self) -> None:
         for key, value in DEFAULTS.items():

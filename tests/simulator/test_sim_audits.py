@@ -82,6 +82,8 @@ async def device_state(graph: httpx.AsyncClient, device_id: str) -> tuple[str, s
 
 @pytest.mark.asyncio
 async def test_deprovision_writes_a_pending_audit_row_that_turns_done(sim: Simulator, graph: httpx.AsyncClient) -> None:
+    frozen = sim.control.now()
+    sim.control.time_source = lambda: frozen  # only advance_clock moves time: no dependence on machine speed
     sim.control.action_completion_delay = 30
     [device_id] = fresh_chromebooks(sim, 1)
     device = sim.state.devices[device_id]
@@ -126,6 +128,8 @@ async def test_completion_also_happens_on_its_own_in_real_time(sim: Simulator, g
 @pytest.mark.asyncio
 async def test_failed_outcome_per_device_with_error_detail(sim: Simulator, graph: httpx.AsyncClient) -> None:
     failing, fine = fresh_chromebooks(sim, 2)
+    frozen = sim.control.now()
+    sim.control.time_source = lambda: frozen
     sim.control.action_completion_delay = 10
     sim.control.set_device_outcome(failing, "failed", delay=5, error="Google says no")
     assert (await deprovision(graph, failing)).status_code == 204

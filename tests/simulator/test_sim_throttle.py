@@ -61,6 +61,8 @@ async def test_off_by_default_and_on_with_intune_numbers(sim: Simulator) -> None
 
 @pytest.mark.asyncio
 async def test_budget_then_429_then_recovery_after_the_window(sim: Simulator, graph: httpx.AsyncClient) -> None:
+    frozen = sim.control.now()
+    sim.control.time_source = lambda: frozen
     sim.control.write_limit = (3, 60.0)
     sim.control.action_completion_delay = 0
     ids = chromebooks(sim)[:5]
@@ -74,9 +76,13 @@ async def test_budget_then_429_then_recovery_after_the_window(sim: Simulator, gr
     assert (await graph.get(DEVICES, params={"$top": "1"})).status_code == 200  # reads are not limited
     assert (await graph.post(f"/v1.0/users/{ALEX}/checkMemberGroups", json={"groupIds": []})).status_code == 200
     assert (await graph.post(f"{DEVICES}/{ids[3]}/disable")).status_code == 429  # every device action counts
-    sim.advance_clock(wait / 2)
-    assert_throttled(await graph.post(f"{DEVICES}/{ids[3]}/deprovision", json=BODY), wait)  # still inside the window
-    sim.advance_clock(60.0)
+    assert wait == 60.0  # time is frozen: the oldest write leaves the window in exactly 60 s
+    sim.advance_clock(59.875)
+    assert throttled.headers["Retry-After"] == "60"
+    again = await graph.post(f"{DEVICES}/{ids[3]}/deprovision", json=BODY)
+    assert_throttled(again, 1.0)
+    assert again.headers["Retry-After"] == "0.125"  # fractional seconds
+    sim.advance_clock(0.125)
     for device_id in ids[3:5]:
         assert (await graph.post(f"{DEVICES}/{device_id}/deprovision", json=BODY)).status_code == 204
     assert len(sim.deprovision_posts()) == 5
@@ -94,6 +100,8 @@ async def test_refused_writes_count_too(sim: Simulator, graph: httpx.AsyncClient
 @pytest.mark.asyncio
 async def test_intune_budget_of_200_through_batches(sim: Simulator, graph: httpx.AsyncClient) -> None:
     """The real numbers: 200 writes per 20 s, counted per sub-request, the 201st refused inside the batch."""
+    frozen = sim.control.now()
+    sim.control.time_source = lambda: frozen  # 200 requests may take a while on a busy machine: stop time
     sim.control.write_limit = INTUNE_WRITE_LIMIT
     sim.control.action_outcome = "never"  # keep every device pending: a repeat is a 400, which still counts
     [device_id] = chromebooks(sim)[:1]
@@ -106,7 +114,7 @@ async def test_intune_budget_of_200_through_batches(sim: Simulator, graph: httpx
     assert sorted(statuses) == [204] + [400] * 199
     resp = await graph.post("/beta/$batch", json={"requests": [deprovision_item("last", device_id)]})
     [item] = resp.json()["responses"]
-    assert item["status"] == 429 and 0 < float(item["headers"]["Retry-After"]) <= 20
+    assert item["status"] == 429 and item["headers"]["Retry-After"] == "20"
     assert item["body"]["error"]["code"] == "TooManyRequests"
     sim.advance_clock(20.0)
     resp = await graph.post(f"{DEVICES}/{device_id}/deprovision", json=BODY)
