@@ -13,10 +13,10 @@ import threading
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import trustme
 from aiohttp import web
@@ -30,6 +30,7 @@ from .state import JsonDict, TenantState
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 )
+_T = TypeVar("_T")
 _GRAPH_PATH = re.compile(r"^/(?P<version>v1\.0|beta)(?P<rest>/.*)?$")
 _DISCOVERY = re.compile(r"^/(?P<tenant>[^/]+)(?:/v2\.0)?/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
@@ -274,6 +275,7 @@ class Simulator:
             "by_status": dict(by_status),
             "token_requests": len(self.token_requests),
             "deprovision_accepted": len(self.deprovision_posts()),
+            "remote_action_audits": dict(Counter(a["actionState"] for a in self.state.remote_action_audits.values())),
             "faults_pending": len(self.control.faults),
         }
 
@@ -345,6 +347,9 @@ class Simulator:
         """
         if outcome not in ("done", "failed"):
             raise ValueError("finish_action outcome must be 'done' or 'failed'")
+        return self._on_loop(lambda: self._finish_now(device_id, action, outcome, error))
+
+    def _finish_now(self, device_id: str, action: str, outcome: str, error: str | None) -> bool:
         self.apply_due_actions()
         key = device_id.casefold()
         scheduled = [p for p in self._pending if p.device_id.casefold() == key and p.action == action]
@@ -408,8 +413,36 @@ class Simulator:
         """Move the simulator clock forward (action completion, audit timestamps, write window)."""
         if seconds < 0:
             raise ValueError("the simulator clock only moves forward")
-        self.control.clock_offset += seconds
-        self.apply_due_actions()
+
+        def advance() -> None:
+            self.control.clock_offset += seconds
+            self.apply_due_actions()
+
+        self._on_loop(advance)
+
+    def _on_loop(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the simulator's own loop when it serves from a thread (else here) and return its result."""
+        loop, thread = self._thread_loop, self._thread
+        if loop is None or thread is None or threading.current_thread() is thread or not loop.is_running():
+            return fn()
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, fn()))
+            except BaseException as exc:  # re-raised in the calling thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(run)
+        if not done.wait(15.0):
+            raise TimeoutError("simulator loop did not respond")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast(_T, value)
 
     # -- HTTP ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from simulator import Simulator
+from simulator.testing import running_simulator
 
 DEVICES = "/beta/deviceManagement/managedDevices"
 AUDITS = "/beta/deviceManagement/remoteActionAudits"
@@ -370,3 +371,24 @@ async def test_http_control_for_outcomes_clock_and_audits(sim: Simulator, graph:
         resp = await control.post("/_sim/control", json={"reset": True})
         assert resp.json()["device_outcomes"] == {} and resp.json()["clock_offset"] == 60  # time never goes back
         assert not sim.control.ignore_audit_filters
+
+
+@pytest.mark.asyncio
+async def test_clock_and_finish_from_another_thread() -> None:
+    """With the simulator serving from its own thread, advance_clock/finish_action run on its loop."""
+    async with running_simulator(in_thread=True) as sim:
+        sim.control.action_completion_delay = 30
+        first, second = fresh_chromebooks(sim, 2)
+        sim.control.set_device_outcome(second, "never")
+        async with httpx.AsyncClient(
+            base_url=sim.base_url, verify=sim.ssl_context(), headers={"Authorization": f"Bearer {sim.issue_token()}"}
+        ) as graph:
+            for device_id in (first, second):
+                assert (await deprovision(graph, device_id)).status_code == 204
+            await asyncio.to_thread(sim.advance_clock, 30)
+            assert await device_state(graph, first) == ("done", "Deprovisioned")
+            assert await asyncio.to_thread(sim.finish_action, second, "deprovision", "failed") is True
+            assert await device_state(graph, second) == ("failed", "Active")
+            with pytest.raises(ValueError):
+                sim.advance_clock(-1)
+        assert sim.stats()["remote_action_audits"] == {"done": 2, "failed": 2}  # with the seed's two rows
