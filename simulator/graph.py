@@ -362,15 +362,14 @@ class GraphApi:
             self._check_permissions(r, req)
             self._check_query_options(r, req)
             if r.write:
-                wait = self.sim.control.write_allowed(time.monotonic())
-                if wait is not None:
+                wait = self.sim.control.write_allowed()
+                if wait is not None:  # Intune's per-app write budget (§10): Graph's plain 429 body
                     raise GraphError(
                         429,
                         "TooManyRequests",
                         "Please retry again later.",
                         headers={"Retry-After": _fmt_seconds(wait)},
                         inner={"code": "429", "message": "Please retry after", "status": "429"},
-                        intune=True,
                     )
             return r.handler(self, req, m)
         if method_mismatch:
@@ -615,6 +614,10 @@ class GraphApi:
 
     def device_view(self, req: GraphRequest, device: JsonDict, *, in_list: bool) -> JsonDict:
         view: JsonDict = json.loads(json.dumps(device))
+        status_name = self.sim.control.chrome_status_property
+        for prop in view.get("chromeOSDeviceInfo") or []:
+            if prop.get("name") == "deviceStatus":
+                prop["name"] = status_name
         if in_list:
             view.update(chromeOSDeviceInfo=[], notes=None, udid=None, ethernetMacAddress=None)
             view["physicalMemoryInBytes"] = 0
@@ -684,21 +687,15 @@ def get_managed_device(api: GraphApi, req: GraphRequest, m: re.Match[str]) -> Gr
     return api.entity(req, view, "deviceManagement/managedDevices", select)
 
 
-def _start_action(api: GraphApi, device: JsonDict, action: str, final_status: str | None) -> GraphResponse:
-    now = time.time()
-    entry = {
-        "actionName": action,
-        "actionState": "pending",
-        "startDateTime": now_iso(now),
-        "lastUpdatedDateTime": now_iso(now),
-    }
-    results = [r for r in device["deviceActionResults"] if r.get("actionName") != action]
-    device["deviceActionResults"] = [*results, entry]
-    api.sim.schedule_action_completion(device["id"], action, final_status)
+def _start_action(
+    api: GraphApi, device: JsonDict, action: str, final_status: str | None, details: list[JsonDict] | None = None
+) -> GraphResponse:
+    api.sim.begin_action(device, action, final_status, details)
     return GraphResponse(204)
 
 
 def _chrome_status(device: JsonDict) -> str | None:
+    """The stored Google device status (always kept under ``deviceStatus``; views may rename it)."""
     for prop in device.get("chromeOSDeviceInfo") or []:
         if prop.get("name") == "deviceStatus":
             return str(prop.get("value"))
@@ -748,9 +745,11 @@ def deprovision(api: GraphApi, req: GraphRequest, m: re.Match[str]) -> GraphResp
                 "A deprovision action is already pending for this device.",
                 intune=True,
             )
-    if (_chrome_status(device) or "").casefold() == "deprovisioned":
+    status = (_chrome_status(device) or "").casefold()
+    if status in ("deprovisioned", api.sim.control.deprovisioned_status.casefold()):
         raise GraphError(400, "BadRequest", "The device is already deprovisioned.", intune=True)
-    return _start_action(api, device, "deprovision", "Deprovisioned")
+    details = [{"key": "deprovisionReason", "value": reason}]
+    return _start_action(api, device, "deprovision", api.sim.control.deprovisioned_status, details)
 
 
 @route("POST", DEV + r"/(?P<id>[^/]+)/disable$", P_DEVICE_ACTION, beta_only=True, intune=True, write=True)
@@ -765,6 +764,85 @@ def reenable(api: GraphApi, req: GraphRequest, m: re.Match[str]) -> GraphRespons
     device = api.get_device(m["id"])
     _require_chromeos(device, "reenable")
     return _start_action(api, device, "reenable", "Active")
+
+
+# -- Intune remote action audits ----------------------------------------------------------
+
+AUDITS = r"^/deviceManagement/remoteActionAudits"
+AUDIT_TYPE = "microsoft.graph.remoteActionAudit"
+AUDIT_FILTERABLE = ("managedDeviceId", "action", "actionState", "deviceDisplayName", "initiatedByUserPrincipalName")
+AUDIT_FIELDS = (
+    "id",
+    "deviceDisplayName",
+    "userName",
+    "initiatedByUserPrincipalName",
+    "action",
+    "requestDateTime",
+    "deviceOwnerUserPrincipalName",
+    "deviceIMEI",
+    "actionState",
+    "managedDeviceId",
+    "deviceActionDetails",
+    "deviceActionCategory",
+    "bulkDeviceActionId",
+)
+P_AUDIT_READ = _perm(
+    ("DeviceManagementConfiguration.Read.All",),
+    ("DeviceManagementConfiguration.ReadWrite.All",),
+    ("DeviceManagementManagedDevices.Read.All",),
+    ("DeviceManagementManagedDevices.ReadWrite.All",),
+)
+
+
+def _audit_order(req: GraphRequest, rows: list[JsonDict]) -> list[JsonDict]:
+    text = req.query.get("$orderby")
+    if text is None:
+        return rows  # storage order: oldest first
+    parts = text.split()
+    if not parts or len(parts) > 2 or parts[0].casefold() != "requestdatetime":
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"Invalid $orderby '{text}': only 'requestDateTime [asc|desc]' is supported.",
+            intune=True,
+        )
+    direction = parts[1].casefold() if len(parts) == 2 else "asc"
+    if direction not in ("asc", "desc"):
+        raise GraphError(400, "BadRequest", f"Invalid $orderby direction '{parts[1]}'.", intune=True)
+    return sorted(rows, key=lambda r: _time_key(str(r["requestDateTime"])), reverse=direction == "desc")
+
+
+def _time_key(stamp: str) -> tuple[str, str]:
+    """Sort key for ``YYYY-MM-DDTHH:MM:SS[.fffffff]Z`` stamps with any number of fractional digits."""
+    base, _, frac = stamp.rstrip("Z").partition(".")
+    return base, frac.ljust(7, "0")
+
+
+@route("GET", AUDITS + "$", P_AUDIT_READ, beta_only=True, intune=True, options="$filter $select $top $orderby $count")
+def list_remote_action_audits(api: GraphApi, req: GraphRequest, m: re.Match[str]) -> GraphResponse:
+    rows = list(api.sim.state.remote_action_audits.values())
+    if not api.sim.control.ignore_audit_filters:
+        clauses = api.filter_clauses(req, AUDIT_FILTERABLE, "remoteActionAudit", directory=False)
+        if clauses is not None:
+            rows = [r for r in rows if matches(r, clauses)]
+    rows = _audit_order(req, rows)
+    select = api.select(req, AUDIT_FIELDS, AUDIT_TYPE)
+    count = req.query.get("$count", "").lower() == "true"
+    return api.page(
+        req,
+        rows,
+        "deviceManagement/remoteActionAudits",
+        select,
+        count=count,
+        view=lambda r: json.loads(json.dumps(r)),
+    )
+
+
+@route("GET", AUDITS + r"/(?P<id>[^/]+)$", P_AUDIT_READ, beta_only=True, intune=True, options="$select")
+def get_remote_action_audit(api: GraphApi, req: GraphRequest, m: re.Match[str]) -> GraphResponse:
+    audit = _get_or_404(api.sim.state.remote_action_audits, m["id"], "remoteActionAudit")
+    select = api.select(req, AUDIT_FIELDS, AUDIT_TYPE)
+    return api.entity(req, json.loads(json.dumps(audit)), "deviceManagement/remoteActionAudits", select)
 
 
 # -- Intune RBAC ----------------------------------------------------------------------

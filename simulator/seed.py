@@ -256,6 +256,9 @@ def build_state(seed: Mapping[str, Any]) -> TenantState:
             "roleScopeTagIds": [str(x) for x in ra.get("roleScopeTagIds") or []],
             "roleDefinitionId": ra["roleDefinitionId"],
         }
+    for raw_audit in seed.get("remote_action_audits") or []:
+        audit = remote_action_audit(raw_audit, state.devices.get(str(raw_audit.get("managedDeviceId", ""))))
+        state.remote_action_audits[audit["id"]] = audit
     for dr in seed.get("directory_role_definitions") or []:
         state.directory_role_definitions[dr["id"]] = {
             "id": dr["id"],
@@ -273,6 +276,28 @@ def build_state(seed: Mapping[str, Any]) -> TenantState:
             "directoryScopeId": da.get("directoryScopeId", "/"),
         }
     return state
+
+
+def remote_action_audit(raw: Mapping[str, Any], device: Mapping[str, Any] | None) -> JsonDict:
+    """A full ``remoteActionAudit`` row; device fields are filled from ``device`` when not given."""
+    dev = device or {}
+    initiated_by = raw.get("initiatedByUserPrincipalName", raw.get("userName", ""))
+    return {
+        "@odata.type": "#microsoft.graph.remoteActionAudit",
+        "id": str(raw["id"]),
+        "deviceDisplayName": raw.get("deviceDisplayName", dev.get("deviceName", "")),
+        "userName": raw.get("userName", initiated_by),
+        "initiatedByUserPrincipalName": initiated_by,
+        "action": str(raw.get("action", "deprovision")),
+        "requestDateTime": str(raw["requestDateTime"]),
+        "deviceOwnerUserPrincipalName": raw.get("deviceOwnerUserPrincipalName", dev.get("userPrincipalName") or ""),
+        "deviceIMEI": raw.get("deviceIMEI", dev.get("imei") or ""),
+        "actionState": str(raw.get("actionState", "done")),
+        "managedDeviceId": str(raw.get("managedDeviceId", dev.get("id", ""))),
+        "deviceActionDetails": copy.deepcopy(list(raw.get("deviceActionDetails") or [])),
+        "deviceActionCategory": raw.get("deviceActionCategory", "single"),
+        "bulkDeviceActionId": raw.get("bulkDeviceActionId"),
+    }
 
 
 def _entra_device(raw: Mapping[str, Any]) -> JsonDict:

@@ -10,14 +10,13 @@ import re
 import ssl
 import tempfile
 import threading
-import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import trustme
 from aiohttp import web
@@ -25,12 +24,13 @@ from aiohttp import web
 from .control import Call, Control, TokenRequest
 from .entra import EntraApi
 from .graph import INVALID_JSON, DropConnection, GraphApi, GraphRequest, GraphResponse, now_iso
-from .seed import build_state, load_seed
-from .state import TenantState
+from .seed import build_state, load_seed, remote_action_audit
+from .state import JsonDict, TenantState
 
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 )
+_T = TypeVar("_T")
 _GRAPH_PATH = re.compile(r"^/(?P<version>v1\.0|beta)(?P<rest>/.*)?$")
 _DISCOVERY = re.compile(r"^/(?P<tenant>[^/]+)(?:/v2\.0)?/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
@@ -43,10 +43,13 @@ _IDS = re.compile(
 
 @dataclass
 class _PendingAction:
-    due: float
+    due: float  # on the simulator clock (Control.now)
     device_id: str
     action: str
     final_status: str | None
+    audit_id: str
+    outcome: str  # done | failed
+    error: str
 
 
 class Simulator:
@@ -272,50 +275,174 @@ class Simulator:
             "by_status": dict(by_status),
             "token_requests": len(self.token_requests),
             "deprovision_accepted": len(self.deprovision_posts()),
+            "remote_action_audits": dict(Counter(a["actionState"] for a in self.state.remote_action_audits.values())),
             "faults_pending": len(self.control.faults),
         }
 
     # -- device actions ------------------------------------------------------------
 
-    def schedule_action_completion(self, device_id: str, action: str, final_status: str | None) -> None:
-        delay = float(self.control.action_completion_delay)
-        self._pending.append(_PendingAction(time.time() + delay, device_id, action, final_status))
+    def begin_action(
+        self,
+        device: JsonDict,
+        action: str,
+        final_status: str | None,
+        details: list[JsonDict] | None = None,
+    ) -> JsonDict:
+        """Intune accepted a remote action: ``pending`` in ``deviceActionResults`` and a new audit row.
+
+        The outcome (``done`` / ``failed`` / ``never``) and delay come from the control knobs for this
+        device, fixed now. Returns the ``remoteActionAudit`` row.
+        """
+        control = self.control
+        now = control.now()
+        outcome, delay, error = control.outcome_for(device["id"])
+        stamp = now_iso(now)
+        entry = {"actionName": action, "actionState": "pending", "startDateTime": stamp, "lastUpdatedDateTime": stamp}
+        results = [r for r in device["deviceActionResults"] if r.get("actionName") != action]
+        device["deviceActionResults"] = [*results, entry]
+        initiated_by = control.audit_initiated_by
+        if initiated_by is None:
+            initiated_by = self.state.client_id
+        audit = remote_action_audit(
+            {
+                "id": str(uuid.uuid4()),
+                "action": action,
+                "actionState": "pending",
+                "requestDateTime": stamp,
+                "initiatedByUserPrincipalName": initiated_by,
+                "deviceActionDetails": list(details or []),
+            },
+            device,
+        )
+        self.state.remote_action_audits[audit["id"]] = audit
+        if outcome == "never":
+            return audit
+        pending = _PendingAction(now + delay, device["id"], action, final_status, audit["id"], outcome, error)
+        self._pending.append(pending)
         if delay <= 0:
             self.apply_due_actions()
-            return
+            return audit
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
+            return audit
         self._timers = [t for t in self._timers if not t.cancelled()]
         self._timers.append(loop.call_later(delay + 0.001, self.apply_due_actions))
+        return audit
 
     def apply_due_actions(self) -> None:
-        now = time.time()
+        """Finish every scheduled action whose time (on the simulator clock) has come."""
+        now = self.control.now()
         due = [p for p in self._pending if p.due <= now]
         self._pending = [p for p in self._pending if p.due > now]
         for p in due:
-            device = self.state.devices.get(p.device_id)
-            if device is None:
-                continue
-            for result in device["deviceActionResults"]:
-                if result.get("actionName") == p.action and result.get("actionState") == "pending":
-                    result["actionState"] = "done"
-                    result["lastUpdatedDateTime"] = now_iso(p.due)
-            if p.final_status is not None:
-                for prop in device["chromeOSDeviceInfo"]:
-                    if prop.get("name") == "deviceStatus":
-                        prop["value"] = p.final_status
-                        break
-                else:
-                    device["chromeOSDeviceInfo"].append(
-                        {
-                            "name": "deviceStatus",
-                            "value": p.final_status,
-                            "valueType": "string",
-                            "updatable": False,
-                        }
-                    )
+            self._finish(p.device_id, p.action, p.audit_id, p.outcome, p.error, p.final_status, p.due)
+
+    def finish_action(
+        self, device_id: str, action: str = "deprovision", outcome: str = "done", error: str | None = None
+    ) -> bool:
+        """End the pending ``action`` on ``device_id`` now (e.g. one started with outcome ``never``).
+
+        ``outcome`` is ``done`` or ``failed``. Returns False if nothing was pending.
+        """
+        if outcome not in ("done", "failed"):
+            raise ValueError("finish_action outcome must be 'done' or 'failed'")
+        return self._on_loop(lambda: self._finish_now(device_id, action, outcome, error))
+
+    def _finish_now(self, device_id: str, action: str, outcome: str, error: str | None) -> bool:
+        self.apply_due_actions()
+        key = device_id.casefold()
+        scheduled = [p for p in self._pending if p.device_id.casefold() == key and p.action == action]
+        self._pending = [p for p in self._pending if p not in scheduled]
+        device = next((d for i, d in self.state.devices.items() if i.casefold() == key), None)
+        if device is None:
+            return False
+        audits = [
+            a["id"]
+            for a in self.state.remote_action_audits.values()
+            if a["managedDeviceId"].casefold() == key and a["action"] == action and a["actionState"] == "pending"
+        ]
+        pending = any(
+            r.get("actionName") == action and r.get("actionState") == "pending" for r in device["deviceActionResults"]
+        )
+        if not pending and not audits:
+            return False
+        final = {"deprovision": self.control.deprovisioned_status, "disable": "Disabled", "reenable": "Active"}
+        now = self.control.now()
+        for audit_id in audits or [""]:
+            self._finish(
+                device["id"], action, audit_id, outcome, error or self.control.action_error, final.get(action), now
+            )
+        return True
+
+    def _finish(
+        self,
+        device_id: str,
+        action: str,
+        audit_id: str,
+        outcome: str,
+        error: str,
+        final_status: str | None,
+        when: float,
+    ) -> None:
+        stamp = now_iso(when)
+        audit = self.state.remote_action_audits.get(audit_id)
+        if audit is not None and audit["actionState"] == "pending":
+            audit["actionState"] = outcome
+            if outcome == "failed":
+                audit["deviceActionDetails"].append({"key": "errorMessage", "value": error})
+        device = self.state.devices.get(device_id)
+        if device is None:
+            return
+        for result in device["deviceActionResults"]:
+            if result.get("actionName") == action and result.get("actionState") == "pending":
+                result["actionState"] = outcome
+                result["lastUpdatedDateTime"] = stamp
+        if outcome != "done" or final_status is None:
+            return
+        for prop in device["chromeOSDeviceInfo"]:
+            if prop.get("name") == "deviceStatus":
+                prop["value"] = final_status
+                break
+        else:
+            device["chromeOSDeviceInfo"].append(
+                {"name": "deviceStatus", "value": final_status, "valueType": "string", "updatable": False}
+            )
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the simulator clock forward (action completion, audit timestamps, write window)."""
+        if seconds < 0:
+            raise ValueError("the simulator clock only moves forward")
+
+        def advance() -> None:
+            self.control.clock_offset += seconds
+            self.apply_due_actions()
+
+        self._on_loop(advance)
+
+    def _on_loop(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the simulator's own loop when it serves from a thread (else here) and return its result."""
+        loop, thread = self._thread_loop, self._thread
+        if loop is None or thread is None or threading.current_thread() is thread or not loop.is_running():
+            return fn()
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, fn()))
+            except BaseException as exc:  # re-raised in the calling thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(run)
+        if not done.wait(15.0):
+            raise TimeoutError("simulator loop did not respond")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast(_T, value)
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -387,6 +514,15 @@ class Simulator:
                     self.page_size = int(data["page_size"])
                 self.state.revoke(data.get("revoke_permissions") or [])
                 self.state.grant(data.get("grant_permissions") or [])
+                if "advance_clock" in data:
+                    self.advance_clock(float(data["advance_clock"]))
+                for spec in data.get("finish_actions") or []:
+                    self.finish_action(
+                        str(spec["device_id"]),
+                        str(spec.get("action", "deprovision")),
+                        str(spec.get("outcome", "done")),
+                        spec.get("error"),
+                    )
             except (ValueError, TypeError, KeyError) as exc:
                 return _json(400, {"error": str(exc)})
             return _json(200, self._control_snapshot())
@@ -400,6 +536,9 @@ class Simulator:
         if path == "/_sim/devices" and request.method == "GET":
             self.apply_due_actions()
             return _json(200, list(self.state.devices.values()))
+        if path == "/_sim/audits" and request.method == "GET":
+            self.apply_due_actions()
+            return _json(200, list(self.state.remote_action_audits.values()))
         return _json(404, {"error": f"unknown control endpoint {request.method} {path}"})
 
     def _control_snapshot(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class TenantState:
     - ``role_assignments``: Intune role assignments by id; the private key
       ``roleDefinitionId`` links the definition and is never serialised.
     - ``directory_role_assignments``: Entra unifiedRoleAssignment rows by id.
+    - ``remote_action_audits``: Intune ``remoteActionAudit`` rows by id, oldest first (insertion order).
     """
 
     tenant_id: str
@@ -69,6 +70,7 @@ class TenantState:
     role_assignments: dict[str, JsonDict] = field(default_factory=dict)
     directory_role_definitions: dict[str, JsonDict] = field(default_factory=dict)
     directory_role_assignments: dict[str, JsonDict] = field(default_factory=dict)
+    remote_action_audits: dict[str, JsonDict] = field(default_factory=dict)
 
     # -- lookups -----------------------------------------------------------------
 

@@ -30,7 +30,7 @@ def test_demo_seed_shape(state: TenantState) -> None:
     assert state.tenant_id == "00000000-0000-0000-0000-0000000000001"
     assert state.client_id == "11111111-2222-3333-4444-555555555555"
     chrome = [d for d in state.devices.values() if d["deviceType"] == "chromeOS"]
-    assert 36 <= len(chrome) <= 45
+    assert 66 <= len(chrome) <= 75  # 38 school devices + the 30-device Northside cart 7
     assert {d["operatingSystem"] for d in chrome} == {"ChromeOS", "Chrome OS"}
     assert all(d["managementAgent"] == "googleCloudDevicePolicyController" for d in chrome)
     assert {d["operatingSystem"] for d in state.devices.values()} >= {"Windows", "iOS"}
@@ -150,14 +150,14 @@ def test_outcome_counts_per_user(state: TenantState) -> None:
         for w, _, _ in README_TABLE
     }
     assert counts == {
-        "Alex Wilber": 38,
+        "Alex Wilber": 68,
         "Megan Bowen": 0,
-        "Adele Vance": 14,
+        "Adele Vance": 44,
         "Isaiah Langer": 10,
-        "Patti Fernandez": 38,
+        "Patti Fernandez": 68,
         "Lynne Robbins": 0,
-        "Nestor Wilke": 38,
-        "Diego Siciliani": 38,
+        "Nestor Wilke": 68,
+        "Diego Siciliani": 68,
         "Grady Archie": 0,
         "Lee Gu": 0,
         "Johanna Lorenz": 0,
@@ -179,3 +179,38 @@ async def test_dict_seed_with_defaults() -> None:
     assert {p["name"]: p["value"] for p in device["chromeOSDeviceInfo"]}["deviceStatus"] == "Active"
     assert "DeviceManagementRBAC.Read.All" in sim.state.app_permissions
     assert sim.state.accepted_deprovision_reasons[0] == "same_model_replacement"
+
+
+def test_bulk_cart_seven(state: TenantState) -> None:
+    """30 Chromebooks for the bulk demo: one OU, tag 1, distinct serials, all in Alex's and Adele's reach."""
+    cart = [d for d in state.devices.values() if d["deviceName"].startswith("NHS-CART7-")]
+    assert [d["deviceName"] for d in cart] == [f"NHS-CART7-{n:02d}" for n in range(1, 31)]
+    serials = [d["serialNumber"] for d in state.devices.values()]
+    assert len(set(serials)) == len(serials)
+    nhs_group = next(g for g in state.groups.values() if g["displayName"] == "NHS Chromebooks")
+    for d in cart:
+        assert d["roleScopeTagIds"] == ["1"] and d["enrollmentProfileName"] == "/Students/Northside High/Cart 7"
+        assert d["operatingSystem"] == "ChromeOS" and not d["userId"] and not d["deviceActionResults"]
+        [entra] = [e for e in state.entra_devices.values() if e["deviceId"] == d["azureADDeviceId"]]
+        assert entra["id"] in nhs_group["members"]
+        assert may_deprovision(state, f"{P}20", d) and may_deprovision(state, f"{P}22", d)  # Alex, Adele
+        assert not may_deprovision(state, f"{P}23", d)  # Isaiah: Riverside only
+    assert {str(d["id"]) for d in cart}.isdisjoint(a["managedDeviceId"] for a in state.remote_action_audits.values())
+
+
+def test_seeded_audit_rows_match_their_devices(state: TenantState) -> None:
+    """A completed and a failed deprovision are already in Intune's record, consistent with the devices."""
+    rows = list(state.remote_action_audits.values())
+    assert [(r["deviceDisplayName"], r["action"], r["actionState"]) for r in rows] == [
+        ("Chrome- PFSXKG0X", "deprovision", "done"),
+        ("Chrome- 0LEPYMD", "deprovision", "failed"),
+    ]
+    for row in rows:
+        device = state.devices[row["managedDeviceId"]]
+        [record] = [r for r in device["deviceActionResults"] if r["actionName"] == "deprovision"]
+        assert (record["actionState"], record["startDateTime"]) == (row["actionState"], row["requestDateTime"])
+        status = {p["name"]: p["value"] for p in device["chromeOSDeviceInfo"]}["deviceStatus"]
+        assert status == ("Deprovisioned" if row["actionState"] == "done" else "Active")
+        assert row["deviceActionDetails"][0]["key"] == "deprovisionReason"
+    assert rows[1]["initiatedByUserPrincipalName"] == state.client_id  # sent by this app, app-only
+    assert any(d["key"] == "errorMessage" for d in rows[1]["deviceActionDetails"])
