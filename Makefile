@@ -42,6 +42,11 @@ run: $(STAMP) $(NODE_STAMP)
 playground: $(STAMP) $(NODE_STAMP)
 	$(PY) -m bot.demo --second
 
+# `python app.py doctor` against the simulator and database of a running `make run` (it writes data/demo.env).
+doctor-demo: $(STAMP)
+	@test -f data/demo.env || { echo "No demo is running: start \`make run\` in another terminal first."; exit 1; }
+	ENV_FILE=data/demo.env $(PY) app.py doctor
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot import demo
 from bot.settings import SettingsError
 from bot.store import Store
 from bot.tls import CA_VARIABLES, apply_ca_bundles
@@ -111,8 +112,8 @@ def process_env(env_file: Path, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.skipif(not os.path.isfile(SYSTEM_BUNDLE), reason="no system CA bundle on this machine")
-async def test_doctor_with_env_file_passes_against_the_simulator(sim: Simulator, env_file: Path) -> None:
+async def doctor(env_file: Path) -> tuple[int, str]:
+    """``ENV_FILE=<env_file> python app.py doctor`` — what ``make doctor-demo`` runs."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "app.py",
@@ -123,9 +124,41 @@ async def test_doctor_with_env_file_passes_against_the_simulator(sim: Simulator,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    output = out.decode()
-    assert proc.returncode == 0, output + err.decode()
-    assert {check: result for check, (result, _) in rows_of(output).items()} == dict.fromkeys(ALL_CHECKS, "PASS")
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+def all_passed(output: str) -> bool:
+    return {check: result for check, (result, _) in rows_of(output).items()} == dict.fromkeys(ALL_CHECKS, "PASS")
+
+
+@pytest.mark.skipif(not os.path.isfile(SYSTEM_BUNDLE), reason="no system CA bundle on this machine")
+async def test_doctor_with_env_file_passes_against_the_simulator(sim: Simulator, env_file: Path) -> None:
+    code, output = await doctor(env_file)
+    assert code == 0, output
+    assert all_passed(output), output
+
+
+@pytest.mark.skipif(not os.path.isfile(SYSTEM_BUNDLE), reason="no system CA bundle on this machine")
+async def test_the_demo_env_file_passes_doctor(sim: Simulator, tmp_path: Path) -> None:
+    """``make run`` writes data/demo.env with demo.doctor_environment; ``make doctor-demo`` runs doctor with it."""
+    url = f"sqlite:///{tmp_path}/demo.db"
+    store = await Store.open(url.replace("sqlite://", "sqlite+aiosqlite://"))  # the demo bot migrates it at start
+    await store.close()
+    path = tmp_path / "data" / "demo.env"
+    demo.write_env_file(path, demo.doctor_environment(sim, url))
+    assert path.stat().st_mode & 0o777 == 0o600
+    code, output = await doctor(path)
+    assert code == 0, output
+    assert all_passed(output), output
+    assert sim.client_secret not in output
+
+
+def test_make_doctor_demo_uses_the_file_the_demo_writes() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndoctor-demo:", 1)[1].split("\n\n", 1)[0]
+    assert demo.DEMO_ENV == ROOT / "data" / "demo.env"
+    assert "ENV_FILE=data/demo.env $(PY) app.py doctor" in recipe
 
 
 @pytest.mark.skipif(not os.path.isfile(SYSTEM_BUNDLE), reason="no system CA bundle on this machine")
