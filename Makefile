@@ -65,8 +65,11 @@ e2e: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# Needs the real bot id and host (MICROSOFT_APP_ID / BOT_DOMAIN, or in .env); PACKAGE_ARGS=--allow-placeholders
+# builds a test package without them.
+PACKAGE_ARGS ?=
 package: $(STAMP)
-	$(PY) -m manifest build
+	$(PY) -m manifest build $(PACKAGE_ARGS)
 
 # The lock files: every version pinned with its hashes, resolved once for all platforms (Linux x86_64 and aarch64,
 # macOS, Windows) and Python 3.11+. Existing pins are kept unless pyproject.toml needs another version;
