@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from aiohttp import web
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Before any TLS client exists: a CA bundle named in .env / ENV_FILE must reach the Agents SDK's clients too.
     try:
-        apply_ca_bundles()
+        apply_ca_bundles(os.environ)
     except SettingsError as exc:
         raise configuration_errors(exc) from None
     if args.command == "doctor":

@@ -55,13 +55,13 @@ def combined_bundle(paths: list[str], directory: Path | None = None) -> str:
     return name
 
 
-def apply_ca_bundles(environ: MutableMapping[str, str] | None = None, *, directory: Path | None = None) -> str | None:
-    """Make the CA bundle(s) named in the env file (``ENV_FILE``, default ``.env``) part of the process environment.
+def apply_ca_bundles(env: MutableMapping[str, str], *, directory: Path | None = None) -> str | None:
+    """Make the CA bundle(s) named in the env file (``ENV_FILE``, default ``.env``) part of ``env`` — ``app.py``
+    passes ``os.environ`` (nothing below ``app.py`` touches the process environment itself).
 
     Returns the bundle both variables now name, or None when the env file names no CA bundle (nothing changed).
     Raises :class:`SettingsError` when a named bundle does not exist.
     """
-    env: MutableMapping[str, str] = os.environ if environ is None else environ
     env_file = Path(env.get("ENV_FILE", ".env"))
     from_file = _named(read_env_file(env_file)) if env_file.is_file() else []
     if not from_file:
