@@ -12,24 +12,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from aiohttp import web
 
 from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, load_settings
+from bot.tls import apply_ca_bundles
 
 log = logging.getLogger("bot")
+
+
+def configuration_errors(exc: SettingsError) -> SystemExit:
+    print("Configuration errors (the bot did not start):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return SystemExit(2)
 
 
 def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except SettingsError as exc:
-        print("Configuration errors (the bot did not start):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise configuration_errors(exc) from None
 
 
 def serve(settings: Settings) -> None:
@@ -97,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
     args = parser.parse_args(argv)
 
+    # Before any TLS client exists: a CA bundle named in .env / ENV_FILE must reach the Agents SDK's clients too.
+    try:
+        apply_ca_bundles(os.environ)
+    except SettingsError as exc:
+        raise configuration_errors(exc) from None
     if args.command == "doctor":
         from bot.doctor import run_doctor
 

@@ -31,6 +31,10 @@ from simulator import Simulator
 ROOT = Path(__file__).resolve().parent.parent
 PLAYGROUND = ROOT / "node_modules" / "@microsoft" / "m365agentsplayground" / "cli.js"
 DEMO_DB = ROOT / "data" / "demo.db"
+#: Written while the demo runs, removed when it stops: ``make doctor-demo`` runs ``ENV_FILE=data/demo.env
+#: python app.py doctor`` against the demo's simulator and database.
+DEMO_ENV = ROOT / "data" / "demo.env"
+CONN = "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__"
 
 #: The Playground 0.2.28 default identities (``GET /_internal/v1/config``); they match simulator/seeds/demo.yaml.
 #: key → (Playground user id, display name, mail nickname, Entra object id)
@@ -111,6 +115,28 @@ def demo_environment(sim: Simulator, bot_port: int, database_url: str, **extra: 
     return env
 
 
+def doctor_environment(sim: Simulator, database_url: str) -> dict[str, str]:
+    """Settings for ``python app.py doctor`` against the demo: the simulated tenant, the demo database, and —
+    for the "Bot Framework credentials" row — the simulated app's credentials (the demo bot itself runs anonymous)."""
+    return {
+        **sim.env(),
+        "DATABASE_URL": database_url,
+        "APP_ENV": "development",
+        CONN + "CLIENTID": sim.client_id,
+        CONN + "CLIENTSECRET": sim.client_secret,
+        CONN + "TENANTID": sim.tenant_id,
+    }
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> None:
+    """A dotenv file readable only by its owner (it holds the simulated tenant's client secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `make run` while the demo runs; used by `make doctor-demo`. Removed when the demo stops.\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(header + "".join(f"{key}={value}\n" for key, value in values.items()))
+
+
 async def wait_ready(url: str, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -188,6 +214,7 @@ async def run(**bot_env: str) -> None:
     bot: asyncio.subprocess.Process | None = None
     playground: asyncio.subprocess.Process | None = None
     try:
+        write_env_file(DEMO_ENV, doctor_environment(sim, f"sqlite:///{DEMO_DB}"))
         env = demo_environment(sim, bot_port, f"sqlite:///{DEMO_DB}", **bot_env)
         bot = await asyncio.create_subprocess_exec(sys.executable, "app.py", cwd=str(ROOT), env=env)
         await wait_ready(f"http://127.0.0.1:{bot_port}/readyz")
@@ -214,6 +241,7 @@ async def run(**bot_env: str) -> None:
         for waiter in waiters:
             waiter.cancel()
     finally:
+        DEMO_ENV.unlink(missing_ok=True)
         await stop(playground)
         await stop(bot)
         await sim.stop()
@@ -238,6 +266,7 @@ def banner(sim: Simulator, bot_port: int, playground: int, user: str) -> None:
         status 5CD0832TGL  ·  history
   Other people: DEMO_USER=megan|adele|isaiah|patti|lynne make run  (each has a different permission outcome);
   a second person next to this demo (approvals): make playground DEMO_USER=patti
+  Check the configuration the way an operator would: make doctor-demo  (python app.py doctor, ENV_FILE=data/demo.env)
   Ctrl-C stops everything.
 """,
         flush=True,

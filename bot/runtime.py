@@ -162,19 +162,66 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    services = request.config_dict[SERVICES].get()
+READINESS_TOKEN_TIMEOUT = 5.0
+#: After a failed readiness check at start-up, check again after 1, 2, 4 … seconds, at most this far apart.
+READINESS_RETRY_FIRST = 1.0
+READINESS_RETRY_MAX = 30.0
+
+
+async def readiness(services: Services) -> tuple[bool, dict[str, str]]:
+    """The one readiness verdict: ``/readyz`` answers with it and the "bot ready" log line waits for it.
+
+    Ready means the database answers and a Graph token can be obtained (msal caches it, so this is cheap once warm).
+    """
     checks: dict[str, str] = {}
     checks["database"] = "ok" if await services.store.ping() else "unreachable"
     try:
-        await asyncio.wait_for(services.tokens.token(), timeout=5)
+        await asyncio.wait_for(services.tokens.token(), timeout=READINESS_TOKEN_TIMEOUT)
         checks["graph_token"] = "ok"
     except Exception as exc:
         checks["graph_token"] = f"failed: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
+    return all(v == "ok" for v in checks.values()), checks
+
+
+def not_ready_reason(checks: dict[str, str]) -> str:
+    return ", ".join(f"{name} {result}" for name, result in checks.items() if result != "ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.config_dict[SERVICES].get()
+    ready, checks = await readiness(services)
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
     )
+
+
+async def announce_readiness(services: Services) -> None:
+    """Log "bot ready" only once :func:`readiness` passes; until then "bot started, not ready: <why>" (once per
+    distinct reason), checking again with exponential back-off. Runs as a task from start-up; ends when ready."""
+    settings = services.settings
+    facts: dict[str, Any] = {
+        "port": settings.port,
+        "anonymous": settings.anonymous,
+        "graph": settings.graph_base_url,
+        "database": settings.database_url.split("://")[0],
+        "approval_mode": settings.approval_mode,
+    }
+    delay = READINESS_RETRY_FIRST
+    reported: str | None = None
+    while True:
+        try:
+            ready, checks = await readiness(services)
+        except Exception as exc:  # a readiness check must never kill the announcer
+            ready, checks = False, {"readiness": f"failed: {type(exc).__name__}"}
+        if ready:
+            log.info("bot ready", extra=facts)
+            return
+        why = not_ready_reason(checks)
+        if why != reported:
+            log.warning(f"bot started, not ready: {why}", extra={**facts, "checks": checks})
+            reported = why
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, READINESS_RETRY_MAX)
 
 
 def build_app(settings: Settings, *, start_sweeper: bool = True) -> web.Application:
@@ -192,18 +239,13 @@ def build_app(settings: Settings, *, start_sweeper: bool = True) -> web.Applicat
         # the garbage collector's full passes, which otherwise pause the event loop under load.
         gc.collect()
         gc.freeze()
-        log.info(
-            "bot ready",
-            extra={
-                "port": settings.port,
-                "anonymous": settings.anonymous,
-                "graph": settings.graph_base_url,
-                "database": settings.database_url.split("://")[0],
-                "approval_mode": settings.approval_mode,
-            },
-        )
+        # "bot ready" is logged by the same checks /readyz runs, once they pass (see announce_readiness).
+        announcer = asyncio.create_task(announce_readiness(services))
         yield
         log.info("shutting down")
+        announcer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcer
         await services.close()
 
     api = web.Application(middlewares=[jwt_authorization_middleware])

@@ -12,9 +12,14 @@ checked offline) and against the rules the schema does not express (semver, GUID
 transparency, short command titles) — and a :class:`ManifestError` lists every problem found.
 
 Defaults (``make package`` passes no arguments): the bot id comes from ``MICROSOFT_APP_ID`` or
-``CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID`` (environment, then ``.env``), else the nil GUID
-``00000000-0000-0000-0000-000000000000`` with a warning; the version is the installed project's version;
-the domain is ``BOT_DOMAIN`` or ``bot.example.com`` with a warning.
+``CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID`` (environment, then ``.env``); the version is the installed
+project's version; the domain is ``BOT_DOMAIN``. Without a bot id or domain the build stops (exit 2): a package
+with the nil GUID ``00000000-0000-0000-0000-000000000000`` or an example domain (``bot.example.com``) uploads
+but never reaches a bot. ``--allow-placeholders`` builds it anyway, with a warning (for trying the build).
+
+The developer website, privacy and terms URLs default to ``https://<domain>/``, ``/privacy`` and ``/terms``. The
+bot does **not** serve these pages: they are the organisation's to provide (``--website-url``, ``--privacy-url``,
+``--terms-url``); the build prints a warning when any is left to its default.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ NPM_SCHEMA_PATH = Path("node_modules/@microsoft/app-manifest/build/json-schemas/
 
 PLACEHOLDER_GUID = "00000000-0000-0000-0000-000000000000"
 PLACEHOLDER_DOMAIN = "bot.example.com"
+#: Domains reserved for documentation (RFC 2606 / RFC 6761): a package naming one cannot reach a real bot.
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org", "example", "invalid", "localhost", "test")
 DEFAULT_DEVELOPER_NAME = "IT Helpdesk"
 PACKAGE_STEM = "device-deprovision"
 BOT_ID_ENV = ("MICROSOFT_APP_ID", "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID")
@@ -392,6 +399,25 @@ def _environment() -> dict[str, str]:
     return merged_environment()
 
 
+def placeholder_problems(options: PackageOptions) -> list[str]:
+    """Values that are placeholders rather than the real bot's: the nil GUID or a reserved example domain."""
+    found: list[str] = []
+    if options.bot_id.strip().lower() == PLACEHOLDER_GUID:
+        found.append(
+            f"bot id is the placeholder {PLACEHOLDER_GUID}: pass --bot-id or set {' or '.join(BOT_ID_ENV)} "
+            "to the Azure Bot's Microsoft App ID"
+        )
+    if options.app_id is not None and options.app_id.strip().lower() == PLACEHOLDER_GUID:
+        found.append(f"app id is the placeholder {PLACEHOLDER_GUID}: pass a real --app-id or leave it out")
+    host = options.domain.strip().lower().removeprefix("*.").rstrip(".")
+    if any(host == d or host.endswith("." + d) for d in EXAMPLE_DOMAINS):
+        found.append(
+            f"domain {options.domain!r} is an example domain: pass --domain or set {DOMAIN_ENV} to the bot's "
+            "public host name"
+        )
+    return found
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m manifest", description="Teams app package for the bot")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -409,6 +435,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     build.add_argument("--privacy-url", help="default https://<domain>/privacy")
     build.add_argument("--terms-url", help="default https://<domain>/terms")
     build.add_argument("--out", default="dist", help="output directory (default dist)")
+    build.add_argument(
+        "--allow-placeholders",
+        action="store_true",
+        help=f"build even with the placeholder bot id {PLACEHOLDER_GUID} or an example domain (a test package)",
+    )
     sub.add_parser("icons", help="redraw manifest/color.png and manifest/outline.png")
     args = parser.parse_args(argv)
 
@@ -418,26 +449,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 0
 
     env = dict(environ) if environ is not None else _environment()
-    bot_id = args.bot_id or default_bot_id(env)
-    if bot_id is None:
-        bot_id = PLACEHOLDER_GUID
-        print(
-            f"WARNING: no --bot-id and neither {' nor '.join(BOT_ID_ENV)} is set: using the placeholder "
-            f"{PLACEHOLDER_GUID}. Teams will not reach your bot with this package.",
-            file=sys.stderr,
-        )
-    domain = args.domain or (env.get(DOMAIN_ENV) or "").strip() or None
-    if domain is None:
-        domain = PLACEHOLDER_DOMAIN
-        print(
-            f"WARNING: no --domain and no {DOMAIN_ENV}: validDomains gets the placeholder {PLACEHOLDER_DOMAIN}.",
-            file=sys.stderr,
-        )
-    if not (args.website_url and args.privacy_url and args.terms_url):
-        print(
-            "note: developer URLs not given default to pages under https://<domain>/ — pass your organisation's pages.",
-            file=sys.stderr,
-        )
+    bot_id = args.bot_id or default_bot_id(env) or PLACEHOLDER_GUID
+    domain = args.domain or (env.get(DOMAIN_ENV) or "").strip() or PLACEHOLDER_DOMAIN
     options = PackageOptions(
         bot_id=bot_id,
         version=args.version or project_version(),
@@ -448,6 +461,32 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         privacy_url=args.privacy_url,
         terms_url=args.terms_url,
     )
+    placeholders = placeholder_problems(options)
+    if placeholders and not args.allow_placeholders:
+        print("The app package was not written:", file=sys.stderr)
+        for problem in options.problems() + placeholders:
+            print(f"  {problem}", file=sys.stderr)
+        print(
+            "  (Teams would never reach your bot; --allow-placeholders builds a test package anyway)", file=sys.stderr
+        )
+        return 2
+    for problem in placeholders:
+        print(f"WARNING: {problem}. Teams will not reach your bot with this package.", file=sys.stderr)
+    defaulted = [
+        flag
+        for flag, value in (
+            ("--website-url", args.website_url),
+            ("--privacy-url", args.privacy_url),
+            ("--terms-url", args.terms_url),
+        )
+        if not value
+    ]
+    if defaulted:
+        print(
+            f"WARNING: {', '.join(defaulted)} not given: the package points at https://{domain.removeprefix('*.')}/"
+            "[privacy|terms], which the bot does not serve — publish your organisation's pages and pass their URLs.",
+            file=sys.stderr,
+        )
     try:
         target = build_package(options, Path(args.out))
     except ManifestError as exc:

@@ -292,9 +292,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_cli_without_arguments_uses_the_placeholder_and_warns(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "manifest", "build", "--out", str(tmp_path)],
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "manifest", "build", *args],
         cwd=ROOT,
         env=_clean_env(),
         capture_output=True,
@@ -302,6 +302,20 @@ def test_cli_without_arguments_uses_the_placeholder_and_warns(tmp_path: Path) ->
         timeout=60,
         check=False,
     )
+
+
+def test_cli_without_a_bot_id_or_domain_refuses_the_placeholders(tmp_path: Path) -> None:
+    result = _cli("--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "not written" in result.stderr
+    assert "00000000-0000-0000-0000-000000000000" in result.stderr and "MICROSOFT_APP_ID" in result.stderr
+    assert "bot.example.com" in result.stderr and "BOT_DOMAIN" in result.stderr
+    assert "--allow-placeholders" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_allow_placeholders_builds_a_test_package_and_warns(tmp_path: Path) -> None:
+    result = _cli("--out", str(tmp_path), "--allow-placeholders")
     assert result.returncode == 0, result.stderr
     assert "00000000-0000-0000-0000-000000000000" in result.stderr
     assert "WARNING" in result.stderr
@@ -319,6 +333,45 @@ def test_cli_reads_the_bot_id_and_domain_from_the_environment(
     _, manifest, _, _ = open_package(tmp_path / "device-deprovision-3.1.4.zip")
     assert manifest["bots"][0]["botId"] == BOT_ID
     assert manifest["validDomains"] == ["bot.fabrikam.com"]
+    assert "placeholder" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--bot-id", mb.PLACEHOLDER_GUID, "--domain", "bot.contoso.com"], "bot id is the placeholder"),
+        (["--bot-id", BOT_ID, "--domain", "bot.contoso.com", "--app-id", mb.PLACEHOLDER_GUID], "app id"),
+        (["--bot-id", BOT_ID, "--domain", "deprovision.example.org"], "example domain"),
+        (["--bot-id", BOT_ID, "--domain", "example.com"], "example domain"),
+    ],
+)
+def test_explicit_placeholders_are_refused_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], complaint: str
+) -> None:
+    out = tmp_path / "out"
+    assert mb.main(["build", *args, "--version", "1.0.0", "--out", str(out)], environ={}) == 2
+    assert complaint in capsys.readouterr().err
+    assert not out.exists()
+    assert mb.main(["build", *args, "--version", "1.0.0", "--out", str(out), "--allow-placeholders"], environ={}) == 0
+    assert "WARNING" in capsys.readouterr().err
+
+
+def test_default_developer_urls_are_flagged_as_the_organisations_to_provide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["build", "--bot-id", BOT_ID, "--domain", "bot.contoso.com", "--version", "1.0.0", "--out", str(tmp_path)]
+    assert mb.main(base, environ={}) == 0
+    err = capsys.readouterr().err
+    assert "--privacy-url" in err and "--terms-url" in err and "does not serve" in err
+    urls = [
+        "--website-url",
+        "https://contoso.com",
+        "--privacy-url",
+        "https://contoso.com/p",
+        "--terms-url",
+        "https://contoso.com/t",
+    ]
+    assert mb.main([*base, *urls], environ={}) == 0
     assert "WARNING" not in capsys.readouterr().err
 
 
