@@ -105,6 +105,9 @@ async def audit_command(settings: AuditSettings, args: argparse.Namespace) -> in
             print(await AuditLog(store).head())
             return 0
         if args.audit_command == "verify":
+            if settings.app_env == "production" and not settings.audit_key:
+                print(f"{name}: AUDIT_KEY: required when APP_ENV=production", file=sys.stderr)
+                return 2
             try:
                 key = await asyncio.to_thread(load_audit_key, settings.audit_key, url, create=False)
             except AuditKeyMissing as exc:

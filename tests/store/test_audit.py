@@ -600,9 +600,12 @@ async def test_cli_with_only_the_database_and_the_key(store: Store, database_url
     assert rc == 2 and "AUDIT_KEY: must be at least 32 bytes" in err and "short" not in err.replace("AUDIT_KEY", ""), (
         err
     )
-    rc, out, err = await _bare_cli({"DATABASE_URL": database_url, "APP_ENV": "production"}, "audit", "verify")
+    production = {"DATABASE_URL": database_url, "APP_ENV": "production"}
+    rc, out, err = await _bare_cli(production, "audit", "verify")
     assert rc == 2 and "AUDIT_KEY: required when APP_ENV=production" in err, (out, err)
-    assert "AZURE" not in err
+    assert "AZURE" not in err and out == ""
+    rc, out, err = await _bare_cli(production, "audit", "head")  # reading needs no key
+    assert (rc, out.strip()) == (0, f"3:{(await _rows(audit))[2]['hash']}"), err
 
 
 async def test_cli_verify_without_a_key_or_a_development_key_is_an_error(tmp_path: Path) -> None:
@@ -664,8 +667,10 @@ def test_audit_key_settings() -> None:
     assert (only.database_url, only.audit_key, only.secrets()) == ("postgresql+asyncpg://u:p@db/x", None, [])
     assert load_audit_settings({"ENV_FILE": "/nonexistent/.env", "AUDIT_KEY": KEY}).secrets() == [KEY]
     with pytest.raises(SettingsError) as info:
-        load_audit_settings({"ENV_FILE": "/nonexistent/.env", "APP_ENV": "production", "DATABASE_URL": "mysql://x"})
+        load_audit_settings({"ENV_FILE": "/nonexistent/.env", "DATABASE_URL": "mysql://x", "AUDIT_KEY": "short"})
     assert [p.split(":")[0] for p in info.value.problems] == ["DATABASE_URL", "AUDIT_KEY"]
+    production = load_audit_settings({"ENV_FILE": "/nonexistent/.env", "APP_ENV": "production"})
+    assert (production.app_env, production.audit_key, production.log_format) == ("production", None, "json")
 
 
 def test_the_development_key_file(tmp_path: Path) -> None:
