@@ -92,7 +92,8 @@ class Settings:
     sweep_interval: float = 30.0
     submit_lease_grace: float = 10.0
     crash_point: str | None = None  # test-only fault injection, refused in production
-    audit_key: str | None = None  # HMAC key of the audit chain; None = development key beside the database
+    # HMAC key of the audit chain (None = development key beside the database); kept out of repr()
+    audit_key: str | None = field(default=None, repr=False)
 
     @property
     def anonymous(self) -> bool:
@@ -375,7 +376,7 @@ class AuditSettings:
     app_env: Literal["development", "production"] = "development"
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
-    audit_key: str | None = None
+    audit_key: str | None = field(default=None, repr=False)
 
     def secrets(self) -> list[str]:
         return [self.audit_key] if self.audit_key else []

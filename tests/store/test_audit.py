@@ -668,7 +668,7 @@ def test_audit_key_settings() -> None:
     from bot.settings import SettingsError, load_audit_settings, load_settings
 
     settings = load_settings({**GRAPH_ENV, "AUDIT_KEY": KEY})
-    assert settings.audit_key == KEY and KEY in settings.secrets()
+    assert settings.audit_key == KEY and KEY in settings.secrets() and KEY not in repr(settings)
     assert load_settings(GRAPH_ENV).audit_key is None  # development: the key file beside the database
     with pytest.raises(SettingsError) as info:
         load_settings({**GRAPH_ENV, "AUDIT_KEY": "too short"})
@@ -679,7 +679,8 @@ def test_audit_key_settings() -> None:
 
     only = load_audit_settings({"ENV_FILE": "/nonexistent/.env", "DATABASE_URL": "postgresql://u:p@db/x"})
     assert (only.database_url, only.audit_key, only.secrets()) == ("postgresql+asyncpg://u:p@db/x", None, [])
-    assert load_audit_settings({"ENV_FILE": "/nonexistent/.env", "AUDIT_KEY": KEY}).secrets() == [KEY]
+    keyed = load_audit_settings({"ENV_FILE": "/nonexistent/.env", "AUDIT_KEY": KEY})
+    assert keyed.secrets() == [KEY] and KEY not in repr(keyed)
     with pytest.raises(SettingsError) as info:
         load_audit_settings({"ENV_FILE": "/nonexistent/.env", "DATABASE_URL": "mysql://x", "AUDIT_KEY": "short"})
     assert [p.split(":")[0] for p in info.value.problems] == ["DATABASE_URL", "AUDIT_KEY"]
