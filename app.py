@@ -2,7 +2,8 @@
 
 python app.py                      serve the bot (PORT, default 3978)
 python app.py doctor               check a real tenant's configuration (exit 0 only when all pass)
-python app.py audit verify         recompute the audit hash chain
+python app.py audit verify [--head SEQ:HASH]   recompute the keyed audit chain (needs DATABASE_URL, AUDIT_KEY)
+python app.py audit head           print the chain head SEQ:HASH to publish outside the database
 python app.py audit export --since 2026-01-01 --format csv|jsonl
 python app.py migrate              apply database migrations and exit
 """
@@ -18,7 +19,7 @@ import sys
 from aiohttp import web
 
 from bot.logs import configure_logging
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import AuditSettings, Settings, SettingsError, load_audit_settings, load_settings
 from bot.tls import apply_ca_bundles
 
 log = logging.getLogger("bot")
@@ -34,6 +35,14 @@ def configuration_errors(exc: SettingsError) -> SystemExit:
 def settings_or_exit() -> Settings:
     try:
         return load_settings()
+    except SettingsError as exc:
+        raise configuration_errors(exc) from None
+
+
+def audit_settings_or_exit() -> AuditSettings:
+    """The ``audit`` commands read only DATABASE_URL, AUDIT_KEY and the log settings."""
+    try:
+        return load_audit_settings()
     except SettingsError as exc:
         raise configuration_errors(exc) from None
 
@@ -57,23 +66,74 @@ def serve(settings: Settings) -> None:
     )
 
 
-async def audit_command(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.audit import AuditLog
+async def audit_command(settings: AuditSettings, args: argparse.Namespace) -> int:
+    """``audit verify|head|export``: exit 0 when fine, 1 when the trail is tampered, 2 when it cannot be read."""
+    from bot.audit import AuditKeyMissing, AuditLog, Head, load_audit_key, parse_head, sqlite_path
+    from bot.migrations import head_revision
     from bot.store import Store
 
-    store = await Store.open(settings.database_url)
+    name = f"audit {args.audit_command}"
+    heads: list[Head] = []
     try:
-        audit = AuditLog(store)
-        if args.audit_command == "verify":
-            ok, problems = await audit.verify()
-            for problem in problems:
-                print(problem)
-            print("audit trail OK" if ok else f"audit trail TAMPERED: {len(problems)} problem(s)")
-            return 0 if ok else 1
+        heads = [parse_head(text) for text in getattr(args, "head", None) or []]
+    except ValueError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    url = settings.database_url
+    path = sqlite_path(url)
+    if url.startswith("sqlite") and (path is None or not path.is_file()):
+        # Opening a SQLite URL creates the file: a trail that does not exist must not read as an empty, valid one.
+        print(f"{name}: no database at {path or url} — check DATABASE_URL", file=sys.stderr)
+        return 2
+    store = await Store.open(url, migrate=False)
+    try:
         try:
-            sys.stdout.write(await audit.export(args.format, args.since))
+            revision = await store.current_revision()
+        except Exception as exc:
+            print(
+                f"{name}: cannot open the database ({type(exc).__name__}: {exc}) — check DATABASE_URL", file=sys.stderr
+            )
+            return 2
+        if revision is None:
+            print(f"{name}: the database has no audit trail (never migrated) — check DATABASE_URL", file=sys.stderr)
+            return 2
+        if revision != head_revision():
+            print(
+                f"{name}: the database is at revision {revision}, this version needs {head_revision()} — "
+                "run `python app.py migrate`",
+                file=sys.stderr,
+            )
+            return 2
+        if args.audit_command == "head":
+            print(await AuditLog(store).head())
+            return 0
+        if args.audit_command == "verify":
+            if settings.app_env == "production" and not settings.audit_key:
+                print(f"{name}: AUDIT_KEY: required when APP_ENV=production", file=sys.stderr)
+                return 2
+            try:
+                key = await asyncio.to_thread(load_audit_key, settings.audit_key, url, create=False)
+            except AuditKeyMissing as exc:
+                print(f"{name}: {exc}", file=sys.stderr)
+                return 2
+            result = await AuditLog(store, key).check(heads)
+            shown = 50
+            for problem in result.problems[:shown]:
+                print(problem)
+            if len(result.problems) > shown:
+                print(f"… and {len(result.problems) - shown} more problem(s)")
+            summary = f"{result.count} entries checked, head {result.head}"
+            if result.unkeyed:
+                summary += f" (the first {result.unkeyed} written before AUDIT_KEY existed)"
+            if result.ok:
+                print(f"audit trail OK: {summary}")
+                return 0
+            print(f"audit trail TAMPERED: {len(result.problems)} problem(s); {summary}")
+            return 1
+        try:
+            sys.stdout.write(await AuditLog(store).export(args.format, args.since))
         except ValueError as exc:
-            print(f"audit export: {exc}", file=sys.stderr)
+            print(f"{name}: {exc}", file=sys.stderr)
             return 2
         return 0
     finally:
@@ -81,11 +141,18 @@ async def audit_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def migrate_command(settings: Settings) -> int:
+    from bot.audit import AuditLog, load_audit_key
     from bot.store import Store
 
     store = await Store.open(settings.database_url)
-    print(f"database at revision {await store.current_revision()}")
-    await store.close()
+    try:
+        print(f"database at revision {await store.current_revision()}")
+        key = await asyncio.to_thread(load_audit_key, settings.audit_key, settings.database_url)
+        sealed = await AuditLog(store, key).seal()
+        if sealed is not None:
+            print(f"audit trail: rows written before AUDIT_KEY existed sealed by keyed row {sealed}")
+    finally:
+        await store.close()
     return 0
 
 
@@ -97,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered")
+    verify = audit_sub.add_parser("verify", help="recompute the keyed hash chain; exit 1 if tampered")
+    verify.add_argument(
+        "--head",
+        action="append",
+        metavar="SEQ:HASH",
+        help="a head published earlier (audit log line or `audit head`); detects a trimmed or replaced chain",
+    )
+    audit_sub.add_parser("head", help="print the chain head SEQ:HASH (publish it outside the database)")
     export = audit_sub.add_parser("export", help="write audit events to stdout")
     export.add_argument("--since", help="ISO date or timestamp, e.g. 2026-11-01")
     export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
@@ -112,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         from bot.doctor import run_doctor
 
         return asyncio.run(run_doctor())
+    if args.command == "audit":
+        audit_settings = audit_settings_or_exit()
+        configure_logging(audit_settings.log_format, audit_settings.log_level, audit_settings.secrets())
+        return asyncio.run(audit_command(audit_settings, args))
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level, settings.secrets())
-    if args.command == "audit":
-        return asyncio.run(audit_command(settings, args))
     if args.command == "migrate":
         return asyncio.run(migrate_command(settings))
     serve(settings)

@@ -1,21 +1,36 @@
-"""Append-only, hash-chained audit trail.
+"""Append-only, keyed hash-chained audit trail.
 
-Each row's ``hash`` is SHA-256 over the previous row's hash and the row's own canonical JSON, and rows are
-numbered without gaps (``seq``). :func:`verify` recomputes the chain, so an edited, inserted or deleted row
-(anywhere but the very end) is detected. Appends from several instances race on ``seq`` (primary key): the
-loser re-reads the head and tries again, so the chain never forks.
+Each row's ``hash`` is HMAC-SHA256, keyed with ``AUDIT_KEY``, over the previous row's hash and the row's own
+canonical JSON, and rows are numbered without gaps (``seq``). :func:`AuditLog.check` recomputes the chain, so an
+edited, inserted or deleted row is detected — and, because the hash is keyed, someone who can write to the
+database but does not hold the key cannot recompute the chain after an edit. What the chain alone cannot show
+is a trimmed tail: the *head* (``seq:hash`` of the newest row) is therefore published outside the database, in
+every ``audit`` log line and by ``python app.py audit head``, and ``audit verify --head SEQ:HASH`` checks the
+stored chain against a head published earlier.
+
+Rows written before the key existed (``hash_version`` 1, plain SHA-256) are accepted only as the start of the
+chain and only once a keyed row follows them (:meth:`AuditLog.seal` appends one at start-up).
+
+Appends from several instances race on ``seq`` (primary key): the loser re-reads the head and tries again, so
+the chain never forks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import hmac
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +41,9 @@ from bot.store import Action, Store, audit_events, serialise_writers
 log = logging.getLogger("bot.audit")
 
 GENESIS = "0" * 64
+#: ``hash_version`` values: plain SHA-256 (rows from before ``AUDIT_KEY``), HMAC-SHA256 keyed with ``AUDIT_KEY``.
+HASH_UNKEYED = 1
+HASH_HMAC = 2
 EVENTS = (
     "requested",
     "denied",
@@ -38,6 +56,7 @@ EVENTS = (
     "unknown",
     "cancelled",
     "expired",
+    "sealed",  # the first keyed row after rows written before AUDIT_KEY existed (see AuditLog.seal)
 )
 _HASHED = (
     "seq",
@@ -57,6 +76,12 @@ _HASHED = (
 
 EXPORT_FORMATS = ("csv", "jsonl")
 _AUDIT_APPEND_LOCK = 7_272_002
+_HMAC_DOMAIN = b"deprovision-bot audit v2\n"
+#: A CSV cell starting with one of these is a formula (or becomes one) in Excel, LibreOffice and Google Sheets.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_HEAD_RE = re.compile(r"^(\d+):([0-9a-f]{64})$")
+#: Where the development key lives for a database that is not a SQLite file (PostgreSQL).
+DEV_KEY_FALLBACK = Path("data") / "audit-dev.key"
 
 
 def _now() -> str:
@@ -90,14 +115,131 @@ class Actor:
     name: str = ""
 
 
+def _canonical(row: dict[str, Any]) -> str:
+    return json.dumps({k: row.get(k) for k in _HASHED}, sort_keys=True, separators=(",", ":"))
+
+
 def _digest(prev_hash: str, row: dict[str, Any]) -> str:
-    canonical = json.dumps({k: row.get(k) for k in _HASHED}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((prev_hash + "\n" + canonical).encode()).hexdigest()
+    """``hash_version`` 1: unkeyed SHA-256 — anyone can recompute it (rows from before ``AUDIT_KEY``)."""
+    return hashlib.sha256((prev_hash + "\n" + _canonical(row)).encode()).hexdigest()
+
+
+def _mac(key: bytes, prev_hash: str, row: dict[str, Any]) -> str:
+    """``hash_version`` 2: HMAC-SHA256 keyed with ``AUDIT_KEY``."""
+    message = _HMAC_DOMAIN + (prev_hash + "\n" + _canonical(row)).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+# -- the key ------------------------------------------------------------------------------------------------
+
+
+class AuditKeyMissing(Exception):
+    """No ``AUDIT_KEY`` and no development key file to verify with."""
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file behind a SQLite URL (``None`` for PostgreSQL or an in-memory database)."""
+    if not database_url.startswith("sqlite"):
+        return None
+    path = database_url.split(":///", 1)[-1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" and "://" not in path else None
+
+
+def development_key_path(database_url: str) -> Path:
+    """``<database file>.audit.key`` beside a SQLite file; ``./data/audit-dev.key`` otherwise."""
+    path = sqlite_path(database_url)
+    return path.with_name(path.name + ".audit.key") if path else DEV_KEY_FALLBACK
+
+
+def load_audit_key(audit_key: str | None, database_url: str, *, create: bool = True) -> bytes:
+    """``AUDIT_KEY`` as bytes, or — when it is not set (never in production) — the development key file.
+
+    The development key is 32 random bytes (hex) in a file created owner-only (0600) beside the database; with
+    ``create`` it is made on first use, race-free between processes. Blocking file work: call it in a thread
+    from async code.
+    """
+    if audit_key:
+        return audit_key.encode()
+    path = development_key_path(database_url)
+    if not path.is_file():
+        if not create:
+            raise AuditKeyMissing(f"AUDIT_KEY is not set and there is no development key at {path}")
+        _create_key_file(path)
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise AuditKeyMissing(f"the development key at {path} is empty or damaged; set AUDIT_KEY")
+    log.warning(
+        "AUDIT_KEY is not set: the audit trail is keyed with the development key in %s "
+        "(for local use only; APP_ENV=production requires AUDIT_KEY)",
+        path,
+    )
+    return key.encode()
+
+
+def _create_key_file(path: Path) -> None:
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        # link() never replaces an existing file: the first process to get here wins, the others read its key.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# -- heads and verification ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """The newest row of the chain: publish it outside the database to detect a trimmed or replaced chain."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+def parse_head(text: str) -> Head:
+    """``SEQ:HASH`` as printed by ``audit head`` and logged with every audit line."""
+    match = _HEAD_RE.match(text.strip().lower())
+    if not match:
+        raise ValueError(f"head: expected SEQ:HASH (a row number, a colon, 64 hex digits), got {text!r}")
+    return Head(int(match.group(1)), match.group(2))
+
+
+@dataclass
+class Verification:
+    ok: bool
+    problems: list[str]
+    count: int = 0
+    head: Head = field(default_factory=lambda: Head(0, GENESIS))
+    unkeyed: int = 0
+
+
+def _neutralise(value: Any) -> Any:
+    """A CSV cell that a spreadsheet would run as a formula gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 class AuditLog:
-    def __init__(self, store: Store) -> None:
+    """The audit trail. ``key`` (from :func:`load_audit_key`) is needed to append and to verify, not to read."""
+
+    def __init__(self, store: Store, key: bytes | None = None) -> None:
         self._store = store
+        self._key = key
+
+    def _require_key(self) -> bytes:
+        if not self._key:
+            raise RuntimeError("the audit key is needed to append to or verify the audit trail")
+        return self._key
 
     async def record(
         self,
@@ -113,6 +255,7 @@ class AuditLog:
         """Append one event; returns its sequence number."""
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
+        key = self._require_key()
         device = device or (action.device if action else {})
         row: dict[str, Any] = {
             "ts": _now(),
@@ -142,14 +285,21 @@ class AuditLog:
                     ).first()
                     seq = (head[0] + 1) if head else 1
                     prev = head[1] if head else GENESIS
-                    full = {**row, "seq": seq, "prev_hash": prev}
-                    full["hash"] = _digest(prev, full)
+                    full = {**row, "seq": seq, "prev_hash": prev, "hash_version": HASH_HMAC}
+                    full["hash"] = _mac(key, prev, full)
                     await conn.execute(audit_events.insert().values(**full))
             except IntegrityError:
                 continue  # another writer took this seq (a database without the lock): re-read the head
+            # The head travels with every audit line, so shipped logs can later prove a trimmed or replaced chain.
             log.info(
                 "audit",
-                extra={"event": event, "seq": seq, "action": row["action_id"], "actor": row["actor_id"]},
+                extra={
+                    "event": event,
+                    "seq": seq,
+                    "action": row["action_id"],
+                    "actor": row["actor_id"],
+                    "head": f"{seq}:{full['hash']}",
+                },
             )
             return seq
         raise RuntimeError("could not append to the audit trail")
@@ -172,23 +322,105 @@ class AuditLog:
             )
             return [dict(r) for r in result.mappings()]
 
-    async def verify(self) -> tuple[bool, list[str]]:
-        """Recompute the chain; return (ok, problems)."""
+    async def head(self) -> Head:
+        """``seq:hash`` of the newest row (``0:000…`` for an empty trail)."""
+        async with self._store.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+                )
+            ).first()
+        return Head(int(row[0]), str(row[1])) if row else Head(0, GENESIS)
+
+    async def seal(self) -> int | None:
+        """If the newest row was written before ``AUDIT_KEY`` existed, append a keyed ``sealed`` row after it.
+
+        Its HMAC covers the unkeyed rows' hash, so from then on they can no longer be edited or trimmed without
+        the key. Called at start-up and by ``migrate``; returns the new row's ``seq`` or ``None``.
+        """
+        async with self._store.engine.connect() as conn:
+            last = (
+                await conn.execute(
+                    sa.select(audit_events.c.seq, audit_events.c.hash_version)
+                    .order_by(audit_events.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+        if last is None or last[1] != HASH_UNKEYED:
+            return None
+        return await self.record("sealed", actor=None, unkeyed_rows=int(last[0]))
+
+    async def verify(self, heads: Iterable[Head] = ()) -> tuple[bool, list[str]]:
+        """Recompute the chain; return (ok, problems). See :meth:`check`."""
+        result = await self.check(heads)
+        return result.ok, result.problems
+
+    async def check(self, heads: Iterable[Head] = ()) -> Verification:
+        """Recompute the keyed chain and compare it with heads published earlier.
+
+        A published head ``seq:hash`` must still be in the chain with the same hash: a missing row ``seq`` means
+        the tail was trimmed, a different hash that the chain was replaced or rewritten from there on.
+        """
+        key = self._require_key()
+        published = {head.seq: head.hash for head in heads}
         problems: list[str] = []
-        prev, expected_seq = GENESIS, 1
+        bad_macs: list[int] = []
+        prev, expected_seq, count, unkeyed, keyed = GENESIS, 1, 0, 0, 0
+        last = Head(0, GENESIS)
         async for row in self.rows():
-            seq = row["seq"]
+            seq, count = row["seq"], count + 1
             if seq != expected_seq:
                 problems.append(f"row {expected_seq}: missing (next row is {seq}) — a row was deleted")
             if row["prev_hash"] != prev:
                 problems.append(f"row {seq}: prev_hash does not match row {seq - 1} — rows were deleted or reordered")
-            if _digest(row["prev_hash"], row) != row["hash"]:
-                problems.append(f"row {seq}: contents do not match its hash — the row was edited")
-            prev, expected_seq = row["hash"], seq + 1
-        return not problems, problems
+            version = row["hash_version"]
+            if version == HASH_HMAC:
+                keyed += 1
+                if not hmac.compare_digest(_mac(key, row["prev_hash"], row), row["hash"]):
+                    bad_macs.append(seq)
+                    problems.append(f"row {seq}: contents do not match its hash — the row was edited")
+            elif version == HASH_UNKEYED and not keyed:
+                unkeyed += 1
+                if _digest(row["prev_hash"], row) != row["hash"]:
+                    problems.append(f"row {seq}: contents do not match its hash — the row was edited")
+            elif version == HASH_UNKEYED:
+                problems.append(
+                    f"row {seq}: not keyed with AUDIT_KEY although earlier rows are — the chain was rewritten"
+                )
+            else:
+                problems.append(f"row {seq}: unknown hash_version {version!r}")
+            if seq in published and published[seq] != row["hash"]:
+                problems.append(
+                    f"row {seq}: differs from the published head {seq}:{published[seq]} — the chain was replaced"
+                )
+            prev, expected_seq, last = row["hash"], seq + 1, Head(seq, row["hash"])
+        if keyed and len(bad_macs) == keyed and keyed > 1:
+            problems = [p for p in problems if not p.endswith("contents do not match its hash — the row was edited")]
+            problems.append(
+                f"none of the {keyed} keyed rows matches its hash: AUDIT_KEY is not the key this trail was written "
+                "with, or every row was rewritten"
+            )
+        if unkeyed and not keyed:
+            problems.append(
+                f"rows 1–{unkeyed} were written without AUDIT_KEY and no keyed row follows them — start the bot or "
+                "run `python app.py migrate` to seal them"
+            )
+        for seq, digest in sorted(published.items()):
+            if seq > last.seq and not (seq == 0 and digest == GENESIS):
+                problems.append(
+                    f"the trail ends at row {last.seq} but head {seq}:{digest} was published — rows were deleted "
+                    "from the end"
+                )
+            elif seq == 0 and digest != GENESIS:
+                problems.append(f"head 0:{digest} is not the empty trail's head 0:{GENESIS}")
+        return Verification(not problems, problems, count, last, unkeyed)
 
     async def export(self, fmt: str, since: str | None = None) -> str:
-        """``csv`` or ``jsonl`` text of the events since ``since``; raises ValueError for a bad format or date."""
+        """``csv`` or ``jsonl`` text of the events since ``since``; raises ValueError for a bad format or date.
+
+        CSV cells that a spreadsheet would evaluate (starting with ``= + - @``, tab or CR) are prefixed with ``'``;
+        the JSONL export carries the stored values unchanged (verify from the database, not from a CSV).
+        """
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(EXPORT_FORMATS)})")
         rows = [row async for row in self.rows(since)]
@@ -197,5 +429,5 @@ class AuditLog:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=[c.name for c in audit_events.columns])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _neutralise(v) for k, v in row.items()} for row in rows)
         return buffer.getvalue()

@@ -4,6 +4,10 @@ One line per inbound request and per outbound call. JSON in production, readable
 Attacker-controlled fields go through :func:`safe` (control characters stripped, length capped), and a
 filter on the root handler masks configured secrets, bearer tokens and Authorization headers in anything
 that is logged — including third-party libraries' messages.
+
+A log line cannot be forged: the text format escapes control characters (CR, LF, …) in the message and every
+field of every record, whichever library logged it, and indents a traceback's lines under ``  | ``; the JSON
+format escapes them by construction (``json.dumps``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,19 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 
 #: Values registered at start-up that must never appear in a log line.
 _SECRETS: list[str] = []
+
+
+def escape_controls(text: str) -> str:
+    """Show control characters as escapes (``\\n``, ``\\r``, ``\\t``, ``\\x1b``, ``\\u2028``) so text stays on one line."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named:
+        return named
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 def safe(value: object, limit: int = 200) -> str:
@@ -78,14 +95,26 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record: every control character in the logger name, message and fields is escaped.
+
+    A traceback follows on continuation lines that all start with ``  | ``, so no text inside it (an exception
+    message quoting user input, say) can pass for a log line of its own.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
             f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and not k.startswith("_")
         )
         line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname:<7} {record.name}: "
         line += record.getMessage() + (f"  [{extras}]" if extras else "")
-        if record.exc_text:
-            line += "\n" + record.exc_text
+        line = escape_controls(line)
+        exc_text = record.exc_text
+        if not exc_text and record.exc_info:
+            exc_text = self.formatException(record.exc_info)
+        if record.stack_info:
+            exc_text = f"{exc_text}\n{record.stack_info}" if exc_text else record.stack_info
+        if exc_text:
+            line += "".join("\n  | " + escape_controls(part) for part in exc_text.rstrip("\n").split("\n"))
         return line
 
 

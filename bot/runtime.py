@@ -17,7 +17,7 @@ from microsoft_agents.activity import Activity
 from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_middleware, start_agent_process
 from microsoft_agents.hosting.core import AgentApplication, TurnState
 
-from bot.audit import AuditLog
+from bot.audit import AuditLog, load_audit_key
 from bot.devices import DeviceDirectory
 from bot.graph import GraphClient, MsalTokenSource
 from bot.logs import safe
@@ -62,7 +62,8 @@ async def build_services(
     agent: tuple[AgentApplication[TurnState], CloudAdapter] | None = None,
 ) -> Services:
     store = await Store.open(settings.database_url)
-    audit = AuditLog(store)
+    audit = AuditLog(store, await asyncio.to_thread(load_audit_key, settings.audit_key, settings.database_url))
+    await audit.seal()
     tokens = MsalTokenSource(settings, settings.graph_resource)
     graph = GraphClient(settings, tokens, GraphClient.build_http(settings))
     devices = DeviceDirectory(graph)

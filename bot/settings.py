@@ -23,6 +23,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/deprovision.db"
 DEFAULT_ACTION_TTL = 15 * 60
 DEFAULT_APPROVAL_TTL = 24 * 3600
 DEFAULT_RBAC_CACHE_TTL = 5 * 60
+#: ``AUDIT_KEY`` is any secret string of at least this many bytes (UTF-8), used as the HMAC-SHA256 key.
+AUDIT_KEY_MIN_BYTES = 32
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 INTUNE_ADMINISTRATOR = "3a2c62db-5318-420d-8d74-23affee5d9d5"
 
@@ -90,6 +92,8 @@ class Settings:
     sweep_interval: float = 30.0
     submit_lease_grace: float = 10.0
     crash_point: str | None = None  # test-only fault injection, refused in production
+    # HMAC key of the audit chain (None = development key beside the database); kept out of repr()
+    audit_key: str | None = field(default=None, repr=False)
 
     @property
     def anonymous(self) -> bool:
@@ -110,7 +114,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log."""
-        values = [self.client_secret, self.bot_client_secret]
+        values = [self.client_secret, self.bot_client_secret, self.audit_key]
         return [v for v in values if v and len(v) >= 4]
 
     def sdk_configuration(self) -> dict[str, object]:
@@ -304,6 +308,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if invoke_budget > 4.5:
         problems.append("INVOKE_BUDGET: must be at most 4.5s (Teams retries invokes after about 5 s)")
 
+    audit_key = _audit_key(get("AUDIT_KEY"), app_env, problems)
+
     settings = Settings(
         tenant_id=tenant_id or "",
         client_id=client_id or "",
@@ -340,7 +346,76 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_interval=duration("SWEEP_INTERVAL", 30.0),
         submit_lease_grace=duration("SUBMIT_LEASE_GRACE", 10.0),
         crash_point=crash_point,
+        audit_key=audit_key,
     )
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _audit_key(value: str | None, app_env: str, problems: list[str]) -> str | None:
+    """``AUDIT_KEY``: required in production, at least :data:`AUDIT_KEY_MIN_BYTES` bytes when set."""
+    if value is None:
+        if app_env == "production":
+            problems.append(
+                "AUDIT_KEY: required when APP_ENV=production — a random secret of at least "
+                f"{AUDIT_KEY_MIN_BYTES} characters that keys the audit trail's hash chain (keep it in Key Vault)"
+            )
+        return None
+    if len(value.encode()) < AUDIT_KEY_MIN_BYTES:
+        problems.append(f"AUDIT_KEY: must be at least {AUDIT_KEY_MIN_BYTES} bytes long (a random secret)")
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the ``audit`` commands need: the database and the audit key — not the Graph or Bot settings."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    app_env: Literal["development", "production"] = "development"
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+    audit_key: str | None = field(default=None, repr=False)
+
+    def secrets(self) -> list[str]:
+        return [self.audit_key] if self.audit_key else []
+
+
+def load_audit_settings(environ: Mapping[str, str] | None = None) -> AuditSettings:
+    """Read only ``DATABASE_URL``, ``APP_ENV``, ``LOG_FORMAT``, ``LOG_LEVEL`` and ``AUDIT_KEY`` (for the ``audit`` CLI)."""
+    env = merged_environment(environ)
+    problems: list[str] = []
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    app_env = (get("APP_ENV") or "development").lower()
+    if app_env not in ("development", "production"):
+        problems.append(f"APP_ENV: expected one of development, production, got {app_env!r}")
+        app_env = "development"
+    log_format = (get("LOG_FORMAT") or ("json" if app_env == "production" else "text")).lower()
+    if log_format not in ("json", "text"):
+        problems.append(f"LOG_FORMAT: expected one of json, text, got {log_format!r}")
+        log_format = "text"
+    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        problems.append(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        log_level = "INFO"
+    database_url = normalise_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        problems.append(
+            f"DATABASE_URL: expected sqlite:///path or postgresql://..., got {database_url.split('@')[-1]!r}"
+        )
+    # Required in production only by ``audit verify`` (``app.py`` says so); ``head`` and ``export`` need no key.
+    audit_key = _audit_key(get("AUDIT_KEY"), "development", problems)
+    if problems:
+        raise SettingsError(problems)
+    return AuditSettings(
+        database_url=database_url,
+        app_env=app_env,  # type: ignore[arg-type]
+        log_format=log_format,  # type: ignore[arg-type]
+        log_level=log_level,
+        audit_key=audit_key,
+    )

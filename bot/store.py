@@ -133,6 +133,8 @@ audit_events = sa.Table(
     sa.Column("details", sa.Text, nullable=False, default="{}"),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # 1 = SHA-256 (rows written before AUDIT_KEY existed), 2 = HMAC-SHA256 with AUDIT_KEY (see bot.audit)
+    sa.Column("hash_version", sa.Integer, nullable=False, server_default="1"),
 )
 
 

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from bot import messages as m
-from bot.audit import AuditLog
+from bot.audit import AuditLog, load_audit_key
 from bot.store import FINAL_STATES, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
 from simulator import Simulator
 from tests.harness import ALEX, Connector, card_text, env_for
@@ -205,7 +205,7 @@ async def _crash_and_recover(
             assert title in shown, (crash.point, shown)
 
         # The audit trail tells the same story and still verifies.
-        audit = AuditLog(store)
+        audit = AuditLog(store, load_audit_key(None, database_url))
         assert await audit.verify() == (True, [])
         for crash in crashes.values():
             rows = await audit.for_action(crash.action_id)

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from bot.audit import AuditLog
+from bot.audit import AuditLog, load_audit_key
 from bot.store import SUBMITTED, Store
 from simulator import Simulator
 from tests.harness import ALEX, CARD, Connector, env_for
@@ -73,7 +73,7 @@ async def test_same_click_on_two_instances_calls_graph_once(
             assert await store.count(SUBMITTED) == len(SERIALS)
             assert sum(clicks_per_action) > 2 * len(SERIALS)
 
-            audit = AuditLog(store)
+            audit = AuditLog(store, load_audit_key(None, pg_url))
             assert await audit.verify() == (True, [])
             for action in actions:
                 assert action is not None
