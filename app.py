@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -47,7 +48,7 @@ def audit_settings_or_exit() -> AuditSettings:
         raise configuration_errors(exc) from None
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, checkpoint: Callable[[str], None] | None = None) -> None:
     from bot.runtime import build_app
 
     if settings.anonymous:
@@ -56,7 +57,7 @@ def serve(settings: Settings) -> None:
             "requests are not authenticated and replies carry no token. Use this only on a local machine."
         )
     web.run_app(
-        build_app(settings),
+        build_app(settings, checkpoint=checkpoint),
         host=settings.host,
         port=settings.port,
         shutdown_timeout=10,

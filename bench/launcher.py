@@ -175,7 +175,7 @@ async def stats(request: web.Request) -> web.Response:
         "token_requests": services.tokens.stats.requests,
         "token_refresh_in_s": max(0.0, float(getattr(tokens, "_refresh_at", 0.0)) - time.monotonic()),
         "actions_by_state": {str(state): int(count) for state, count in rows},
-        "background_tasks": len(services.workflow._tasks),
+        "background_tasks": len(services.workflow.deps.tasks),
         "store_writes": counted["writes"],
         "aiosqlite_calls": counted["aiosqlite_calls"],
         "aiosqlite_idle_rollbacks": counted["idle_rollbacks"],

@@ -19,13 +19,13 @@ from microsoft_agents.hosting.core import AgentApplication, TurnState
 
 from bot.audit import AuditLog, load_audit_key
 from bot.devices import DeviceDirectory
+from bot.flow import Deps, Workflow
 from bot.graph import GraphClient, MsalTokenSource
 from bot.logs import safe
 from bot.rbac import RbacChecker
 from bot.settings import Settings
 from bot.store import Store
 from bot.teams import TeamsNotifier, activity_tenant, build_agent, close_clients, register_routes
-from bot.workflow import Workflow
 
 log = logging.getLogger("bot.http")
 
@@ -60,6 +60,7 @@ async def build_services(
     *,
     start_sweeper: bool = True,
     agent: tuple[AgentApplication[TurnState], CloudAdapter] | None = None,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> Services:
     store = await Store.open(settings.database_url)
     audit = AuditLog(store, await asyncio.to_thread(load_audit_key, settings.audit_key, settings.database_url))
@@ -69,7 +70,10 @@ async def build_services(
     devices = DeviceDirectory(graph)
     rbac = RbacChecker(settings, graph)
     app, adapter = agent or build_agent(settings)[:2]
-    workflow = Workflow(settings, store, audit, graph, devices, rbac, TeamsNotifier(adapter, settings))
+    deps = Deps(settings, store, audit, graph, devices, rbac, TeamsNotifier(adapter, settings))
+    if checkpoint is not None:
+        deps.checkpoint = checkpoint
+    workflow = Workflow(deps)
     register_routes(app, workflow)
     services = Services(settings, store, audit, tokens, graph, devices, rbac, workflow, app, adapter)
     if start_sweeper:
@@ -225,8 +229,14 @@ async def announce_readiness(services: Services) -> None:
         delay = min(delay * 2, READINESS_RETRY_MAX)
 
 
-def build_app(settings: Settings, *, start_sweeper: bool = True) -> web.Application:
-    """The aiohttp application: ``POST /api/messages`` (JWT-checked), ``/healthz``, ``/readyz``."""
+def build_app(
+    settings: Settings, *, start_sweeper: bool = True, checkpoint: Callable[[str], None] | None = None
+) -> web.Application:
+    """The aiohttp application: ``POST /api/messages`` (JWT-checked), ``/healthz``, ``/readyz``.
+
+    ``checkpoint`` is called at named points of a submission (``before_graph``, ``after_graph``): the crash tests'
+    launcher kills the process there.
+    """
     app = web.Application(middlewares=[request_log], client_max_size=256 * 1024)
     app[SETTINGS] = settings
     holder = Holder()
@@ -234,7 +244,9 @@ def build_app(settings: Settings, *, start_sweeper: bool = True) -> web.Applicat
     agent, adapter, connections = build_agent(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        services = await build_services(settings, start_sweeper=start_sweeper, agent=(agent, adapter))
+        services = await build_services(
+            settings, start_sweeper=start_sweeper, agent=(agent, adapter), checkpoint=checkpoint
+        )
         holder.services = services
         # Start-up objects (SDK, pydantic models, SQLAlchemy metadata) live for the whole process: keep them out of
         # the garbage collector's full passes, which otherwise pause the event loop under load.

@@ -91,7 +91,6 @@ class Settings:
     invoke_budget: float = 3.0
     sweep_interval: float = 30.0
     submit_lease_grace: float = 10.0
-    crash_point: str | None = None  # test-only fault injection, refused in production
     # HMAC key of the audit chain (None = development key beside the database); kept out of repr()
     audit_key: str | None = field(default=None, repr=False)
 
@@ -300,10 +299,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         INTUNE_ADMINISTRATOR,
     )
 
-    crash_point = get("BOT_TEST_CRASH_POINT")
-    if crash_point and app_env == "production":
-        problems.append("BOT_TEST_CRASH_POINT: test-only fault injection is refused when APP_ENV=production")
-
     invoke_budget = duration("INVOKE_BUDGET", 3.0)
     if invoke_budget > 4.5:
         problems.append("INVOKE_BUDGET: must be at most 4.5s (Teams retries invokes after about 5 s)")
@@ -345,7 +340,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         invoke_budget=invoke_budget,
         sweep_interval=duration("SWEEP_INTERVAL", 30.0),
         submit_lease_grace=duration("SUBMIT_LEASE_GRACE", 10.0),
-        crash_point=crash_point,
         audit_key=audit_key,
     )
     if problems:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -37,14 +38,28 @@ log = logging.getLogger("bot.store")
 
 metadata = sa.MetaData()
 
-REQUESTED = "requested"
-AWAITING_APPROVAL = "awaiting_approval"
-SUBMITTING = "submitting"
-SUBMITTED = "submitted"
-FAILED = "failed"
-UNKNOWN = "unknown"
-CANCELLED = "cancelled"
-EXPIRED = "expired"
+
+class State(enum.StrEnum):
+    """An action's state (the strings are what the database stores)."""
+
+    REQUESTED = "requested"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+REQUESTED = State.REQUESTED
+AWAITING_APPROVAL = State.AWAITING_APPROVAL
+SUBMITTING = State.SUBMITTING
+SUBMITTED = State.SUBMITTED
+FAILED = State.FAILED
+UNKNOWN = State.UNKNOWN
+CANCELLED = State.CANCELLED
+EXPIRED = State.EXPIRED
 STATES = (REQUESTED, AWAITING_APPROVAL, SUBMITTING, SUBMITTED, FAILED, UNKNOWN, CANCELLED, EXPIRED)
 OPEN_STATES = (REQUESTED, AWAITING_APPROVAL)
 INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED)
@@ -191,8 +206,34 @@ class Action:
         return data
 
     @property
+    def approvers(self) -> tuple[str, ...]:
+        """Teams ids (MRIs) of the eligible approvers found among the conversation's members."""
+        return tuple(json.loads(self.approver_mris or "[]"))
+
+    @property
+    def approval_reference(self) -> dict[str, Any] | None:
+        """The conversation reference of the approval channel post, if one was made."""
+        data: dict[str, Any] | None = json.loads(self.approval_ref) if self.approval_ref else None
+        return data
+
+    @property
     def is_group(self) -> bool:
         return self.conversation_type in ("groupChat", "channel")
+
+    @classmethod
+    def new(
+        cls, *, device: dict[str, Any], reference: dict[str, Any], decision: dict[str, Any], **values: Any
+    ) -> Action:
+        """A new action from decoded values (the store keeps the device, reference and decision as JSON)."""
+        return cls(
+            device_name=str(device.get("name", "")),
+            device_serial=str(device.get("serial", "")),
+            device_id=str(device.get("id", "")),
+            device_json=json.dumps(device),
+            conversation_ref=json.dumps(reference),
+            decision_json=json.dumps(decision),
+            **values,
+        )
 
     def expired(self, now: float) -> bool:
         return self.state in OPEN_STATES and now >= self.expires_at
@@ -349,6 +390,12 @@ class Store:
         changes = {k: v for k, v in changes.items() if k in _ACTION_FIELDS and k not in ("state", "version")}
         async with self.write() as conn:
             await conn.execute(actions.update().where(actions.c.id == action_id).values(**changes))
+
+    async def set_approvers(self, action_id: str, mris: list[str]) -> None:
+        await self.update_fields(action_id, approver_mris=json.dumps(mris))
+
+    async def set_approval_message(self, action_id: str, reference: dict[str, Any], activity_id: str | None) -> None:
+        await self.update_fields(action_id, approval_ref=json.dumps(reference), approval_activity_id=activity_id)
 
     async def _select(self, *where: Any, order: Any = None, limit: int | None = None) -> list[Action]:
         query = actions.select().where(*where)

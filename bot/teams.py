@@ -1,4 +1,4 @@
-"""The thin adapter between the Microsoft 365 Agents SDK and the SDK-free :class:`~bot.workflow.Workflow`.
+"""The thin adapter between the Microsoft 365 Agents SDK and the SDK-free :class:`~bot.flow.Workflow`.
 
 It translates activities into domain calls (who, where, what) and domain answers back into activities and
 invoke responses, and implements proactive messaging (:class:`TeamsNotifier`). No business rules here.
@@ -31,9 +31,9 @@ from microsoft_agents.hosting.core import (
 
 from bot import messages as m
 from bot.connector_pool import PooledClientFactory
+from bot.flow import Conversation, InvokeAnswer, Member, Requester, Workflow
 from bot.logs import safe
 from bot.settings import Settings
-from bot.workflow import Conversation, InvokeAnswer, Member, Requester, Workflow
 from cards import verbs
 
 log = logging.getLogger("bot.teams")

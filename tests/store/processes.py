@@ -48,7 +48,8 @@ class BotProcess:
         self._log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "app.py",
+            # A crash point is injected by the test launcher, never by the production entry point.
+            "tests/store/crashing_bot.py" if "BOT_TEST_CRASH_POINT" in self.env else "app.py",
             cwd=ROOT,
             env={**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"},
             stdout=self._log,

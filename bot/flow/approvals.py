@@ -1,0 +1,134 @@
+"""The optional two-person rule: waiting for approval, finding approvers, approve and reject."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot import messages as m
+from bot.devices import Device
+from bot.flow.base import MAX_COMMENT, USER_ID_RE, Deps, InvokeAnswer, Requester, Viewer
+from bot.flow.submission import Submission
+from bot.flow.views import Views
+from bot.rbac import Decision
+from bot.store import AWAITING_APPROVAL, CANCELLED, Action, DeviceBusy
+from cards import verbs
+
+log = logging.getLogger("bot.workflow")
+
+MAX_MENTIONED_APPROVERS = 59  # refresh.userIds holds 60 users, the requester is one of them
+
+
+class Approvals:
+    def __init__(self, deps: Deps, views: Views, submission: Submission) -> None:
+        self.deps = deps
+        self.views = views
+        self.submission = submission
+
+    async def request(self, who: Requester, action: Action, reason: str) -> InvokeAnswer:
+        """The requester confirmed in peer mode: the request waits for a second person."""
+        now = self.deps.clock()
+        try:
+            updated = await self.deps.store.transition(
+                action, AWAITING_APPROVAL, reason=reason, expires_at=now + self.deps.settings.approval_ttl, now=now
+            )
+        except DeviceBusy:
+            return InvokeAnswer(card=await self.views.busy(action))
+        if updated is None:
+            return InvokeAnswer(card=await self.views.current(action, Viewer.REQUESTER))
+        await self.deps.audit.record("confirmed", actor=who.actor, action=updated, reason=reason, approval="peer")
+        self.deps.spawn(self.announce(updated))
+        return InvokeAnswer(card=await self.views.render(updated, Viewer.REQUESTER))
+
+    async def announce(self, action: Action) -> None:
+        """Find eligible approvers among the conversation's members; post to the approval channel if set."""
+        deps = self.deps
+        try:
+            mris = await self._eligible_members(action)
+            await deps.store.set_approvers(action.id, mris)
+            action = await deps.store.get(action.id) or action
+            channel = deps.settings.approval_channel_id
+            if channel and deps.notifier is not None:
+                ref = {**action.reference}
+                ref["conversation"] = {
+                    "id": channel,
+                    "conversationType": "channel",
+                    "isGroup": True,
+                    "tenantId": action.tenant_id,
+                }
+                ref.pop("activityId", None)
+                card = await self.views.render(action, Viewer.OTHER, approval_card=True)
+                activity_id = await deps.notifier.send(ref, card=card)
+                await deps.store.set_approval_message(action.id, ref, activity_id)
+                action = await deps.store.get(action.id) or action
+            await self.views.update_shared(action)
+        except Exception:
+            log.exception("announcing the approval failed", extra={"action": action.id})
+
+    async def _eligible_members(self, action: Action) -> list[str]:
+        if self.deps.notifier is None or not action.is_group:
+            return []
+        mris: list[str] = []
+        for member in (await self.deps.notifier.members(action.reference))[:100]:
+            if member.aad_id == action.requester_id or not USER_ID_RE.match(member.aad_id):
+                continue
+            probe = Requester(member.aad_id, member.name, member.mri, action.tenant_id)
+            eligible, _ = await self.eligible(probe, action)
+            if eligible:
+                mris.append(member.mri)
+            if len(mris) >= MAX_MENTIONED_APPROVERS:
+                break
+        return mris
+
+    async def eligible(self, who: Requester, action: Action, *, fresh: bool = False) -> tuple[bool, str]:
+        """Not the requester, in ``APPROVER_GROUP_ID`` if set, and passes the same role check on the same device.
+
+        With ``fresh`` (at approval time) the device is re-read from Intune in the same round trip.
+        """
+        deps = self.deps
+        if who.aad_id == action.requester_id:
+            return False, m.card_cannot_approve_own()
+        group = deps.settings.approver_group_id
+        if group and not await deps.rbac.is_group_member(who.aad_id, group):
+            return False, m.card_not_eligible(m.not_eligible_group())
+        snapshot = Device.from_snapshot(action.device)
+        device: Device | None = snapshot
+        decision: Decision | None
+        if fresh:
+            device, decision = await deps.rbac.check_current(who.aad_id, snapshot)
+        else:
+            decision = await deps.rbac.check(who.aad_id, snapshot)
+        if device is None or decision is None or not device.is_chromeos:
+            return False, m.card_device_changed()
+        if not decision.allowed:
+            return False, m.card_not_eligible(m.not_eligible_role(decision, device.name))
+        return True, ""
+
+    async def approve(self, who: Requester, action: Action, viewer: Viewer) -> InvokeAnswer:
+        if action.state != AWAITING_APPROVAL:
+            return InvokeAnswer(card=await self.views.render(action, viewer))
+        eligible, why = await self.eligible(who, action, fresh=True)
+        if not eligible:
+            return InvokeAnswer(card=await self.views.render(action, viewer, note=why))
+        return await self.submission.submit(who, action, Viewer.OTHER, approver=who)
+
+    async def reject(self, who: Requester, action: Action, viewer: Viewer, data: dict[str, Any]) -> InvokeAnswer:
+        if action.state != AWAITING_APPROVAL:
+            return InvokeAnswer(card=await self.views.render(action, viewer))
+        eligible, why = await self.eligible(who, action)
+        if not eligible:
+            return InvokeAnswer(card=await self.views.render(action, viewer, note=why))
+        comment = " ".join(str(data.get(verbs.COMMENT_INPUT) or "").split())[:MAX_COMMENT]
+        if not comment:
+            return InvokeAnswer(
+                card=await self.views.render(action, Viewer.APPROVER, note=m.card_reject_needs_comment())
+            )
+        updated = await self.deps.store.transition(
+            action, CANCELLED, approver_id=who.aad_id, approver_name=who.name, comment=comment
+        )
+        if updated is None:
+            return InvokeAnswer(card=await self.views.current(action, Viewer.OTHER))
+        await self.deps.audit.record("rejected", actor=who.actor, action=action, comment=comment)
+        await self.views.update_shared(updated)
+        await self.views.notify(updated, m.proactive_rejected(updated.device_name, who.name, comment))
+        return InvokeAnswer(card=await self.views.render(updated, Viewer.OTHER))

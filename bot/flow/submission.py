@@ -1,0 +1,223 @@
+"""Sending the deprovision: write-ahead, the one Graph call, the lease, expiry and crash recovery.
+
+State is committed (*submitting*, with a lease) before Graph is called; the outcome is written after. A process
+that dies in between leaves a row whose lease runs out; the sweep then learns from Intune and never re-sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from bot import messages as m
+from bot.errors import GraphError, GraphThrottled, OutcomeUnknown
+from bot.flow.base import Deps, InvokeAnswer, Requester, Viewer
+from bot.flow.views import Views
+from bot.store import EXPIRED, SUBMITTED, SUBMITTING, UNKNOWN, Action, DeviceBusy, State
+
+log = logging.getLogger("bot.workflow")
+
+RECONCILE_CLOCK_SKEW = 30.0  # seconds
+
+
+class Submission:
+    def __init__(self, deps: Deps, views: Views) -> None:
+        self.deps = deps
+        self.views = views
+
+    def lease(self) -> float:
+        """How long a *submitting* row belongs to the instance that wrote it: the longest a Graph call can take."""
+        s = self.deps.settings
+        return 2 * s.graph_timeout + s.graph_max_retry_wait + s.submit_lease_grace
+
+    async def submit(
+        self,
+        who: Requester,
+        action: Action,
+        viewer: Viewer,
+        *,
+        reason: str | None = None,
+        approver: Requester | None = None,
+    ) -> InvokeAnswer:
+        """Move to *submitting* (compare-and-set), then call Graph in the background within the invoke budget."""
+        now = self.deps.clock()
+        changes: dict[str, Any] = {
+            "lease_until": now + self.lease(),
+            "client_request_id": str(uuid.uuid4()),
+            "error_code": None,
+            "error_message": None,
+            "retryable": False,
+        }
+        if reason:
+            changes["reason"] = reason
+        if approver:
+            changes.update(approver_id=approver.aad_id, approver_name=approver.name)
+        try:
+            updated = await self.deps.store.transition(action, SUBMITTING, now=now, **changes)
+        except DeviceBusy:
+            return InvokeAnswer(card=await self.views.busy(action))
+        if updated is None:
+            return InvokeAnswer(card=await self.views.current(action, viewer))
+        if approver is None and reason:
+            await self.deps.audit.record("confirmed", actor=who.actor, action=updated, reason=reason)
+        elif approver is not None:
+            await self.deps.audit.record(
+                "approved", actor=approver.actor, action=updated, requester_id=updated.requester_id
+            )
+            await self.views.notify(updated, m.proactive_approved(updated.device_name, approver.name))
+        task = self.deps.spawn(self.send(updated, approver or who))
+        done, _ = await asyncio.wait({task}, timeout=self.deps.settings.invoke_budget)
+        return InvokeAnswer(card=await self.views.render(task.result() if done else updated, viewer))
+
+    async def send(self, action: Action, actor: Requester) -> Action:
+        """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards."""
+        deps = self.deps
+        wire_reason = deps.settings.reason_map.get(action.reason or "", action.reason or "")
+        await deps.audit.record(
+            "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
+        )
+        deps.checkpoint("before_graph")
+        outcome: Action | None
+        try:
+            response = await deps.graph.deprovision(
+                action.device_id, wire_reason, client_request_id=action.client_request_id or str(uuid.uuid4())
+            )
+        except OutcomeUnknown as exc:
+            outcome = await deps.store.transition(
+                action, UNKNOWN, error_code="outcome_unknown", error_message=exc.detail
+            )
+            await deps.audit.record("unknown", actor=actor.actor, action=action, error=exc.detail)
+        except GraphError as exc:
+            outcome = await self._graph_error(action, actor, exc)
+        else:
+            deps.checkpoint("after_graph")
+            outcome = await deps.store.transition(action, SUBMITTED, graph_request_id=response.request_id)
+            await deps.audit.record("succeeded", actor=actor.actor, action=action, request_id=response.request_id)
+        final = outcome or await deps.store.get(action.id) or action
+        await self.views.update_shared(final)
+        if final.state == UNKNOWN:
+            await self.views.notify_unknown(final)
+        elif final.state == SUBMITTED and final.approver_id:
+            await self.views.notify(final, m.proactive_done(final.device_name))
+        return final
+
+    async def _graph_error(self, action: Action, actor: Requester, exc: GraphError) -> Action | None:
+        deps = self.deps
+        if exc.status == 504:
+            outcome = await deps.store.transition(
+                action, UNKNOWN, error_code="gateway_timeout", error_message=exc.message
+            )
+            await deps.audit.record("unknown", actor=actor.actor, action=action, status=504, request_id=exc.request_id)
+            return outcome
+        retryable = isinstance(exc, GraphThrottled)
+        outcome = await deps.store.transition(
+            action,
+            State.FAILED,
+            error_code=exc.code,
+            error_message=_graph_message(exc),
+            retryable=retryable,
+            graph_request_id=exc.request_id,
+        )
+        await deps.audit.record(
+            "failed",
+            actor=actor.actor,
+            action=action,
+            status=exc.status,
+            code=exc.code,
+            message=exc.message,
+            request_id=exc.request_id,
+            retryable=retryable,
+        )
+        return outcome
+
+    # -- housekeeping: expiry, crash recovery --------------------------------------------------------------
+
+    async def expire_if_due(self, action: Action) -> Action:
+        if not action.expired(self.deps.clock()):
+            return action
+        updated = await self.deps.store.transition(action, EXPIRED)
+        if updated is None:
+            return await self.deps.store.get(action.id) or action
+        await self.deps.audit.record("expired", actor=None, action=action)
+        await self.views.update_shared(updated)
+        return updated
+
+    async def sweep(self) -> dict[str, int]:
+        """Expire overdue requests, reconcile abandoned submissions, tell requesters about unknown outcomes."""
+        store = self.deps.store
+        counts = {"expired": 0, "reconciled": 0, "unknown": 0, "notified": 0}
+        now = self.deps.clock()
+        for action in await store.due_for_expiry(now):
+            if (await self.expire_if_due(action)).state == EXPIRED:
+                counts["expired"] += 1
+        for action in await store.stale_submitting(now):
+            result = await self.reconcile(action)
+            if result is not None:
+                counts["reconciled" if result.state == SUBMITTED else "unknown"] += 1
+        for action in await store.unnotified():
+            await self.views.update_shared(action)
+            await self.views.notify_unknown(action)
+            counts["notified"] += 1
+        return counts
+
+    async def reconcile(self, action: Action) -> Action | None:
+        """An action left in *submitting* by a crashed process: learn from Graph, never re-send."""
+        deps = self.deps
+        try:
+            details = await deps.devices.details(action.device_id)
+        except GraphError:
+            details = {}
+        record = deprovision_record(details)
+        started = _parse_time(record.get("startDateTime")) if record else None
+        # Only a record that started after this action was committed as *submitting* (allowing for clock skew
+        # between this host and Intune) is this action's; an older attempt on the same device is not.
+        if record and started is not None and started >= action.updated_at - RECONCILE_CLOCK_SKEW:
+            updated = await deps.store.transition(action, SUBMITTED, error_code=None, error_message=None)
+            if updated is not None:
+                await deps.audit.record(
+                    "succeeded", actor=None, action=action, reconciled=True, action_state=record.get("actionState")
+                )
+                await self.views.update_shared(updated)
+                await self.views.notify(updated, m.proactive_done(updated.device_name))
+            return updated
+        updated = await deps.store.transition(
+            action, UNKNOWN, error_code="interrupted", error_message="the bot stopped while the request was being sent"
+        )
+        if updated is not None:
+            await deps.audit.record("unknown", actor=None, action=action, reconciled=True)
+            await self.views.update_shared(updated)
+            await self.views.notify_unknown(updated)
+        return updated
+
+
+def _graph_message(exc: GraphError) -> str:
+    return f"{exc.message} (HTTP {exc.status}, {exc.code})" if exc.message else f"HTTP {exc.status} {exc.code}"
+
+
+def deprovision_record(details: dict[str, Any]) -> dict[str, Any]:
+    for item in details.get("deviceActionResults") or []:
+        if str(item.get("actionName", "")).lower() == "deprovision":
+            return dict(item)
+    return {}
+
+
+def chrome_state(details: dict[str, Any]) -> str:
+    for prop in details.get("chromeOSDeviceInfo") or []:
+        if str(prop.get("name", "")).lower() in ("devicestatus", "status", "deprovisionstatus"):
+            return str(prop.get("value", ""))
+    record = deprovision_record(details)
+    if record:
+        return f"deprovision {record.get('actionState', '')}".strip()
+    return ""
+
+
+def _parse_time(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

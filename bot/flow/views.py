@@ -1,0 +1,85 @@
+"""Rendering a request's card for a viewer, updating the shared messages in place, telling the requester."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import messages as m
+from bot.flow.base import Deps, Viewer
+from bot.store import Action
+from cards.deprovision import ActionView, action_card
+
+
+class Views:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def render(
+        self, action: Action, viewer: Viewer, *, note: str | None = None, approval_card: bool = False
+    ) -> dict[str, Any]:
+        try:
+            tag_names = (await self.deps.rbac.catalog()).tag_names
+        except Exception:
+            tag_names = {}
+        view = ActionView(
+            action_id=action.id,
+            state=action.state,
+            requester_name=action.requester_name,
+            requester_mri=action.requester_mri,
+            device=action.device,
+            reason=action.reason,
+            preset_reason=action.preset_reason,
+            expires_at=action.expires_at,
+            updated_at=action.updated_at,
+            approver_name=action.approver_name,
+            comment=action.comment,
+            graph_request_id=action.graph_request_id,
+            error_message=action.error_message,
+            retryable=action.retryable,
+            is_group=action.is_group or approval_card,
+            approval_mode=self.deps.settings.approval_mode == "peer" or bool(action.approver_id),
+            approver_mris=action.approvers,
+            tag_names=tag_names,
+            reasons=tuple(self.deps.settings.reason_map),
+            note=note,
+        )
+        return action_card(view, viewer)
+
+    async def current(self, action: Action, viewer: Viewer) -> dict[str, Any]:
+        """Another click or instance won a race: the card as the request stands now."""
+        return await self.render(await self.deps.store.get(action.id) or action, viewer)
+
+    async def busy(self, action: Action) -> dict[str, Any]:
+        """The requester's card with the one "device busy" answer: another request holds the device."""
+        holder = await self.deps.store.inflight_for_device(action.device_id)
+        note = m.already_in_flight(
+            action.device_name, holder.requester_name if holder else "", holder.state if holder else ""
+        )
+        return await self.render(action, Viewer.REQUESTER, note=note)
+
+    async def update_shared(self, action: Action) -> None:
+        """PUT the shared message(s) so every client drops stale buttons."""
+        notifier = self.deps.notifier
+        if notifier is None:
+            return
+        if action.card_activity_id:
+            viewer = Viewer.OTHER if action.is_group else Viewer.REQUESTER
+            await notifier.update(action.reference, action.card_activity_id, await self.render(action, viewer))
+        approval = action.approval_reference
+        if approval and action.approval_activity_id:
+            card = await self.render(action, Viewer.OTHER, approval_card=True)
+            await notifier.update(approval, action.approval_activity_id, card)
+
+    async def notify(self, action: Action, text: str) -> None:
+        if self.deps.notifier is not None:
+            await self.deps.notifier.send(action.reference, text=text)
+
+    async def notify_unknown(self, action: Action) -> None:
+        notifier = self.deps.notifier
+        if notifier is None:
+            return
+        if not await self.deps.store.claim_notification(action.id):
+            return  # another instance (or an earlier sweep) already told the requester
+        sent = await notifier.send(action.reference, text=m.proactive_unknown(action.device_name))
+        if sent is None:
+            await self.deps.store.claim_notification(action.id, claimed=False)  # try again on the next sweep
