@@ -84,11 +84,63 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path):
     env_file = tmp_path / "bot.env"
     env_file.write_text(
         "# comment\nAZURE_TENANT_ID=00000000-0000-0000-0000-000000000001\n"
-        "AZURE_CLIENT_ID='11111111-2222-3333-4444-555555555555'\nAZURE_CLIENT_SECRET=\"from-file\"\nPORT=4000\n"
+        "AZURE_CLIENT_ID='11111111-2222-3333-4444-555555555555'\nAZURE_CLIENT_SECRET=\"from-file\"\nPORT=4000\nALLOW_ANONYMOUS=true\n"
     )
     settings = load_settings({"ENV_FILE": str(env_file), "PORT": "4001"})
     assert settings.client_secret == "from-file" and settings.port == 4001
     assert settings.anonymous and settings.database_url.startswith("sqlite+aiosqlite://")
+
+
+GRAPH_ONLY = {
+    **BASE_ENV,
+    "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+    "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "AZURE_CLIENT_SECRET": "x" * 10,
+}
+
+
+def test_anonymous_mode_only_when_asked_for():
+    """No bot app id and no ALLOW_ANONYMOUS: a settings error (exit 2), not a silently unauthenticated bot."""
+    result = run_app(GRAPH_ONLY)
+    assert result.returncode == 2
+    assert "CLIENTID: required" in result.stderr and "ALLOW_ANONYMOUS=true" in result.stderr
+    with pytest.raises(SettingsError) as info:
+        load_settings({**GRAPH_ONLY, "ALLOW_ANONYMOUS": "true", "APP_ENV": "production"})
+    assert any(p.startswith("ALLOW_ANONYMOUS: ") and "production" in p for p in info.value.problems)
+
+
+def test_anonymous_mode_binds_loopback_whatever_host_says():
+    settings = load_settings({**GRAPH_ONLY, "ALLOW_ANONYMOUS": "true", "HOST": "0.0.0.0"})
+    assert settings.anonymous and settings.host == "127.0.0.1"
+    assert "127.0.0.1" in settings.allowed_service_url_hosts  # the Playground / local connectors
+    production = load_settings(
+        {
+            **GRAPH_ONLY,
+            "HOST": "0.0.0.0",
+            "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID": "22222222-2222-3333-4444-555555555555",
+            "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTSECRET": "y" * 10,
+        }
+    )
+    assert not production.anonymous and production.host == "0.0.0.0"
+    assert "127.0.0.1" not in production.allowed_service_url_hosts
+    assert "smba.trafficmanager.net" in production.allowed_service_url_hosts
+    assert production.botframework_issuers == ("https://api.botframework.com",)
+
+
+def test_auth_settings_are_validated():
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                **GRAPH_ONLY,
+                "ALLOW_ANONYMOUS": "true",
+                "BOTFRAMEWORK_ISSUERS": " , ",
+                "BOTFRAMEWORK_OPENID_METADATA": "http://login.example.com/meta",
+                "ALLOWED_SERVICE_URL_HOSTS": "https://smba.trafficmanager.net/teams",
+            }
+        )
+    problems = " | ".join(info.value.problems)
+    for name in ("BOTFRAMEWORK_ISSUERS: ", "BOTFRAMEWORK_OPENID_METADATA: ", "ALLOWED_SERVICE_URL_HOSTS: "):
+        assert name in problems, problems
 
 
 async def test_health_and_readiness(bot, sim):
@@ -147,7 +199,6 @@ async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
     secret = sim.client_secret
     env = {
         **env_for(sim, f"sqlite:///{tmp_path}/bot.db", PORT=str(port), LOG_LEVEL="DEBUG", LOG_FORMAT="json"),
-        "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__ANONYMOUS_ALLOWED": "true",
     }
     log_path = tmp_path / "bot.log"
     with log_path.open("w") as log_file:
