@@ -169,6 +169,12 @@ class ChannelTokenValidator:
         self._fetched_at = time.monotonic()
         log.info("channel signing keys loaded", extra={"keys": len(keys)})
 
+    async def load_keys(self) -> int:
+        """Fetch the metadata and keys now (``doctor``); the number of usable keys, or :class:`AuthError`."""
+        async with self._lock:
+            await self._fetch()
+        return len(self._keys)
+
     async def signing_key(self, kid: str) -> SigningKey:
         now = time.monotonic()
         stale = self._fetched_at is None or now - self._fetched_at > KEYS_MAX_AGE
