@@ -247,3 +247,57 @@ async def test_matching_token_tid_and_tenant_in_one_field_only_are_accepted(make
     token = sim.channel_token(sim.client_id, connector.url, extra={"tid": TENANT.upper()})
     status, _ = await bot.post(body, headers={"Authorization": f"Bearer {token}"})
     assert status in (200, 202)
+
+
+async def test_proactive_approval_flow_in_production_mode(make_bot, sim, connector):
+    """Proactive sends (approval channel card, card updates) use continue_conversation with the bot's credentials."""
+    bot = await make_bot(production=True, APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID="19:approvals@thread.tacv2")
+    await bot.post(message(connector))
+    sent = await connector.wait_for(lambda c: [s for s in c.sent() if s.cards])
+    action_id = sent[-1].cards[0]["actions"][0]["data"]["actionId"]
+    await bot.click(
+        ALEX, "deprovision.confirm", {"actionId": action_id, "reason": "retiring_device"}, reply_to=sent[-1].activity_id
+    )
+    posted = await connector.wait_for(lambda c: c.sent("19:approvals@thread.tacv2"))
+    token = (posted[-1].authorization or "").removeprefix("Bearer ")
+    assert sim.entra.tokens[token].audience == "botframework"
+
+
+async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(make_bot, connector, caplog):
+    bot = await make_bot(production=True)
+    assert bot.services is not None and bot.services.workflow.notifier is not None
+    reference = {
+        "serviceUrl": "https://attacker.example.com/",
+        "channelId": "msteams",
+        "conversation": {"id": "a:1"},
+        "bot": {"id": "28:bot"},
+        "user": {"id": "29:user"},
+    }
+    caplog.set_level(logging.WARNING, logger="bot.teams")
+    assert await bot.services.workflow.notifier.send(reference, text="hello") is None
+    assert not await bot.services.workflow.notifier.update(reference, "msg-1", {"type": "AdaptiveCard"})
+    assert any("serviceUrl not allowed" in r.getMessage() for r in caplog.records)
+    assert connector.calls == []
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://smba.trafficmanager.net/emea/", True),
+        ("https://SMBA.trafficmanager.net/amer", True),
+        ("https://europe.webchat.botframework.com/", True),
+        ("https://smba.infra.gov.teams.microsoft.us/teams", True),
+        ("http://smba.trafficmanager.net/emea/", False),  # plain http only for loopback
+        ("https://botframework.com.evil.example/", False),
+        ("https://evilbotframework.com/", False),
+        ("https://smba.trafficmanager.net@evil.example/", False),
+        ("https://127.0.0.1:3978/", False),  # loopback only when listed (anonymous mode default, tests)
+        ("javascript:alert(1)", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_service_url_allow_list_matching(url, allowed):
+    from bot.settings import DEFAULT_SERVICE_URL_HOSTS
+
+    assert auth.service_url_allowed(url, DEFAULT_SERVICE_URL_HOSTS) is allowed
