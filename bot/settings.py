@@ -112,7 +112,8 @@ class Settings:
 
     @property
     def anonymous(self) -> bool:
-        """Bot Framework anonymous mode: no inbound JWT check, no outbound token (local use only)."""
+        """Bot Framework anonymous mode (no bot app id; needs ALLOW_ANONYMOUS=true): no inbound token check, no outbound
+        token, loopback only (local use)."""
         return not self.bot_client_id
 
     @property

@@ -250,3 +250,52 @@ async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
     assert issued
     for token in issued:
         assert token not in logged
+
+
+async def test_production_auth_mode_process_never_logs_tokens(sim, connector, tmp_path):
+    """The real process in production auth mode: a forged token is refused with its reason logged, a valid one gets
+    a reply carrying the bot's connector token, and neither token (nor any secret) reaches the log."""
+    from tests.harness import production_env
+
+    port = free_port()
+    env = {
+        **env_for(sim, f"sqlite:///{tmp_path}/bot.db", PORT=str(port), LOG_LEVEL="DEBUG", LOG_FORMAT="json"),
+        **production_env(sim),
+        "HOST": "127.0.0.1",
+    }
+    log_path = tmp_path / "bot.log"
+    url = f"http://127.0.0.1:{port}/api/messages"
+    message = activity("message", ALEX, service_url=connector.url, text="help")
+    channel_token = sim.channel_token(sim.client_id, connector.url)
+    forged = sim.channel_token(sim.client_id, connector.url, issuer="https://evil.example.com")
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    try:
+                        async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                async with session.post(url, json=message, headers={"Authorization": f"Bearer {forged}"}) as r:
+                    assert r.status == 401
+                async with session.post(url, json=message) as r:
+                    assert r.status == 401
+                async with session.post(url, json=message, headers={"Authorization": f"Bearer {channel_token}"}) as r:
+                    assert r.status in (200, 202)
+                sent = await connector.wait_for(lambda c: c.sent())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+    logged = log_path.read_text()
+    assert "ANONYMOUS Bot Framework mode" not in logged
+    assert "issuer https://evil.example.com not allowed" in logged and "no Authorization header" in logged
+    connector_token = (sent[-1].authorization or "").removeprefix("Bearer ")
+    assert sim.entra.tokens[connector_token].audience == "botframework"
+    for value in (channel_token, forged, connector_token, sim.client_secret):
+        assert value not in logged
