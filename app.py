@@ -53,8 +53,9 @@ def serve(settings: Settings, *, checkpoint: Callable[[str], None] | None = None
 
     if settings.anonymous:
         log.warning(
-            "ANONYMOUS Bot Framework mode: no CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID is set, so inbound "
-            "requests are not authenticated and replies carry no token. Use this only on a local machine."
+            "ANONYMOUS Bot Framework mode (ALLOW_ANONYMOUS=true, no CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID): "
+            "inbound requests are not authenticated and replies carry no token; listening on 127.0.0.1 only. "
+            "Use this only on a local machine."
         )
     web.run_app(
         build_app(settings, checkpoint=checkpoint),

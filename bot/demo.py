@@ -107,7 +107,7 @@ def demo_environment(sim: Simulator, bot_port: int, database_url: str, **extra: 
             "PORT": str(bot_port),
             "HOST": "127.0.0.1",
             "DATABASE_URL": database_url,
-            "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__ANONYMOUS_ALLOWED": "true",
+            "ALLOW_ANONYMOUS": "true",  # anonymous local mode must be asked for explicitly
             "APP_ENV": "development",
         }
     )

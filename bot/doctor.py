@@ -7,7 +7,7 @@ row passes, 2 when the settings themselves are incomplete, 1 otherwise.
 Rows, in order: settings complete → Graph token → read managed devices → deprovision permission consented
 (only when the Graph token is a JWT whose ``roles`` claim can be read) → read Intune roles (RBAC) → read Entra
 directory roles → check group membership → read Entra device objects → database reachable and migrated →
-Bot Framework credentials.
+Bot Framework credentials → Bot Framework inbound auth (production mode, issuer allow-list, signing keys load).
 
 The doctor only reads: it never migrates the database, never creates a SQLite file and never calls a Graph
 write. The membership and directory-role checks need a user to ask about: ``DOCTOR_TEST_USER_ID`` (a user's
@@ -64,6 +64,7 @@ CHECK_MEMBERSHIP = "check group membership"
 CHECK_ENTRA_DEVICES = "read Entra device objects"
 CHECK_DATABASE = "database reachable and migrated"
 CHECK_BOT = "Bot Framework credentials"
+CHECK_INBOUND = "Bot Framework inbound auth"
 GRAPH_CHECKS = (CHECK_DEVICES, CHECK_RBAC, CHECK_DIR_ROLES, CHECK_MEMBERSHIP, CHECK_ENTRA_DEVICES)
 
 #: Permission names in a 403 body, e.g. Intune's "Application must have one of the following scopes: A, B".
@@ -448,6 +449,46 @@ async def bot_framework_row(settings: Settings) -> Row:
     return Row(CHECK_BOT, PASS, f"token for {BOTFRAMEWORK_RESOURCE} as app {settings.bot_client_id} ({how})")
 
 
+async def inbound_auth_row(settings: Settings) -> Row:
+    """Production auth mode, a non-empty issuer allow-list, and the channel's signing keys can be loaded."""
+    from bot.auth import AuthError, ChannelTokenValidator
+
+    if settings.anonymous:
+        return Row(
+            CHECK_INBOUND,
+            FAIL,
+            "Anonymous mode (ALLOW_ANONYMOUS=true): requests to /api/messages are not authenticated. Set "
+            f"{CONN}CLIENTID (and its credential) and remove ALLOW_ANONYMOUS for any real deployment.",
+        )
+    if not settings.botframework_issuers:
+        return Row(
+            CHECK_INBOUND,
+            FAIL,
+            "BOTFRAMEWORK_ISSUERS is empty: set it to https://api.botframework.com (comma list) so that only "
+            "tokens from the Bot Framework are accepted.",
+        )
+    validator = ChannelTokenValidator(settings)
+    try:
+        count = await validator.load_keys()
+    except AuthError as exc:
+        return Row(
+            CHECK_INBOUND,
+            FAIL,
+            f"Could not load the channel's signing keys from BOTFRAMEWORK_OPENID_METADATA="
+            f"{settings.botframework_openid_metadata} ({exc.reason}): check outbound HTTPS to that host, proxy "
+            "and SSL_CERT_FILE.",
+        )
+    finally:
+        await validator.aclose()
+    return Row(
+        CHECK_INBOUND,
+        PASS,
+        f"{count} signing key(s) from {settings.botframework_openid_metadata}; issuers "
+        f"{', '.join(settings.botframework_issuers)}; audience {settings.bot_client_id}; replies only to "
+        f"{', '.join(settings.allowed_service_url_hosts)}",
+    )
+
+
 # -- report -----------------------------------------------------------------------------------------------
 
 
@@ -498,7 +539,11 @@ async def run_doctor(environ: Mapping[str, str] | None = None, *, out: TextIO | 
         )
     ]
     rows += await graph_rows(ctx)
-    for name, check in ((CHECK_DATABASE, database_row), (CHECK_BOT, bot_framework_row)):
+    for name, check in (
+        (CHECK_DATABASE, database_row),
+        (CHECK_BOT, bot_framework_row),
+        (CHECK_INBOUND, inbound_auth_row),
+    ):
         try:
             rows.append(await check(settings))
         except Exception as exc:

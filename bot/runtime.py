@@ -14,10 +14,11 @@ from typing import Any
 
 from aiohttp import web
 from microsoft_agents.activity import Activity
-from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_middleware, start_agent_process
-from microsoft_agents.hosting.core import AgentApplication, TurnState
+from microsoft_agents.hosting.aiohttp import CloudAdapter, start_agent_process
+from microsoft_agents.hosting.core import AgentApplication, ClaimsIdentity, TurnState
 
 from bot.audit import AuditLog, load_audit_key
+from bot.auth import AuthError, ChannelTokenValidator, service_url_allowed
 from bot.devices import DeviceDirectory
 from bot.flow import Deps, Workflow
 from bot.graph import GraphClient, MsalTokenSource
@@ -25,7 +26,7 @@ from bot.logs import safe
 from bot.rbac import RbacChecker
 from bot.settings import Settings
 from bot.store import Store
-from bot.teams import TeamsNotifier, activity_tenant, build_agent, close_clients, register_routes
+from bot.teams import TeamsNotifier, build_agent, close_clients, register_routes
 
 log = logging.getLogger("bot.http")
 
@@ -42,6 +43,7 @@ class Services:
     workflow: Workflow
     agent: AgentApplication[TurnState]
     adapter: CloudAdapter
+    inbound: ChannelTokenValidator
     sweeper: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -52,6 +54,7 @@ class Services:
         await self.workflow.drain()
         await self.graph.aclose()
         await close_clients(self.adapter)
+        await self.inbound.aclose()
         await self.store.close()
 
 
@@ -75,7 +78,8 @@ async def build_services(
         deps.checkpoint = checkpoint
     workflow = Workflow(deps)
     register_routes(app, workflow)
-    services = Services(settings, store, audit, tokens, graph, devices, rbac, workflow, app, adapter)
+    inbound = ChannelTokenValidator(settings)
+    services = Services(settings, store, audit, tokens, graph, devices, rbac, workflow, app, adapter, inbound)
     if start_sweeper:
         services.sweeper = asyncio.create_task(_sweep_forever(workflow, settings.sweep_interval))
     return services
@@ -137,28 +141,109 @@ async def request_log(
         log.info("request", extra=extra)
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    services = request.config_dict[SERVICES].get()
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return web.json_response({"error": "body must be a JSON activity"}, status=400)
-    if not isinstance(body, dict):
-        return web.json_response({"error": "body must be a JSON activity"}, status=400)
+#: Deeper JSON than this is refused (Teams activities nest about six levels; card data a few more).
+MAX_JSON_DEPTH = 32
+_BAD_BODY = {"error": "body must be a JSON activity"}
+
+
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Is ``value`` nested deeper than ``limit`` (iterative, so hostile input cannot exhaust the stack)?"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def activity_tenants(body: dict[str, Any]) -> list[str]:
+    """Every tenant field present in an activity: ``channelData.tenant.id`` and ``conversation.tenantId``."""
+    found: list[str] = []
+    channel_data = body.get("channelData")
+    tenant = channel_data.get("tenant") if isinstance(channel_data, dict) else None
+    if isinstance(tenant, dict) and tenant.get("id") is not None:
+        found.append(str(tenant["id"]))
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict) and conversation.get("tenantId") is not None:
+        found.append(str(conversation["tenantId"]))
+    return found
+
+
+_ACTIVITY_LOG = logging.getLogger("microsoft_agents.activity.activity")
+
+
+def _valid_activity(body: dict[str, Any]) -> bool:
+    """Does the SDK's model accept ``body``? (Its validator logs a traceback per refusal: muted for this call —
+    synchronous, so nothing else on the event loop logs through that logger meanwhile.)"""
+    muted = _ACTIVITY_LOG.disabled
+    _ACTIVITY_LOG.disabled = True
     try:
         Activity.model_validate(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        return False
+    finally:
+        _ACTIVITY_LOG.disabled = muted
+    return True
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    services = request.config_dict[SERVICES].get()
+    settings = services.settings
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return web.json_response(_BAD_BODY, status=400)
+    if not isinstance(body, dict):
+        return web.json_response(_BAD_BODY, status=400)
+    if json_depth_exceeds(body):
+        log.warning("activity refused: JSON nested too deeply")
+        return web.json_response({"error": "activity nested too deeply"}, status=400)
+    # Authenticate before anything else looks at the activity.
+    identity: ClaimsIdentity
+    if settings.anonymous:
+        if request.headers.get("Authorization"):
+            log.warning("inbound token refused", extra={"reason": "bearer token sent to a bot in anonymous mode"})
+            return web.json_response({"error": "unauthorized"}, status=401)
+        identity = ClaimsIdentity({}, None)
+    else:
+        try:
+            identity = await services.inbound.validate(request.headers.get("Authorization"), body)
+        except AuthError as exc:
+            log.warning("inbound token refused", extra={"reason": exc.reason})
+            return web.json_response({"error": "unauthorized"}, status=401)
+    if not _valid_activity(body):
         log.warning("malformed activity refused")
         return web.json_response({"error": "malformed activity"}, status=400)
+    if not service_url_allowed(body.get("serviceUrl"), settings.allowed_service_url_hosts):
+        log.warning(
+            "activity refused: serviceUrl not allowed", extra={"service_url": safe(body.get("serviceUrl"), 120)}
+        )
+        return web.json_response({"error": "serviceUrl not allowed"}, status=403)
     request["activity_summary"] = {
         "type": safe(body.get("type", ""), 40),
         "invoke": safe(body.get("name", ""), 60) or None,
         "conversation_type": safe((body.get("conversation") or {}).get("conversationType", ""), 20) or None,
     }
-    tenant = activity_tenant(body)
-    if tenant.lower() != services.settings.tenant_id.lower():
-        log.warning("activity from another tenant refused", extra={"tenant": safe(tenant, 64)})
+    tenants = activity_tenants(body)
+    token_tenant = identity.claims.get("tid")
+    if token_tenant is not None:
+        tenants.append(str(token_tenant))
+    expected = settings.tenant_id.casefold()
+    wrong = [t for t in tenants if t.casefold() != expected]
+    if not tenants or wrong:
+        log.warning(
+            "activity from another tenant refused",
+            extra={"tenant": safe(wrong[0] if wrong else "", 64)},
+        )
         return web.json_response({"error": "tenant not allowed"}, status=403)
+    request["claims_identity"] = identity  # where the SDK's adapter reads it (as its own JWT middleware does)
     response = await start_agent_process(request, services.agent, services.adapter)
     return response if response is not None else web.Response(status=202)
 
@@ -232,7 +317,7 @@ async def announce_readiness(services: Services) -> None:
 def build_app(
     settings: Settings, *, start_sweeper: bool = True, checkpoint: Callable[[str], None] | None = None
 ) -> web.Application:
-    """The aiohttp application: ``POST /api/messages`` (JWT-checked), ``/healthz``, ``/readyz``.
+    """The aiohttp application: ``POST /api/messages`` (channel token checked by :mod:`bot.auth`), health.
 
     ``checkpoint`` is called at named points of a submission (``before_graph``, ``after_graph``): the crash tests'
     launcher kills the process there.
@@ -241,7 +326,7 @@ def build_app(
     app[SETTINGS] = settings
     holder = Holder()
     app[SERVICES] = holder
-    agent, adapter, connections = build_agent(settings)
+    agent, adapter, _connections = build_agent(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await build_services(
@@ -261,11 +346,7 @@ def build_app(
             await announcer
         await services.close()
 
-    api = web.Application(middlewares=[jwt_authorization_middleware])
-    # The SDK's middleware reads this exact string key (teams-platform.md §11).
-    api["agent_configuration"] = connections.get_default_connection_configuration()
-    api.router.add_post("/messages", messages)
-    app.add_subapp("/api/", api)
+    app.router.add_post("/api/messages", messages)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.cleanup_ctx.append(lifecycle)

@@ -27,6 +27,21 @@ DEFAULT_RBAC_CACHE_TTL = 5 * 60
 AUDIT_KEY_MIN_BYTES = 32
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 INTUNE_ADMINISTRATOR = "3a2c62db-5318-420d-8d74-23affee5d9d5"
+#: Where the Bot Framework publishes the keys that sign channel-to-bot tokens (its ``jwks_uri``).
+DEFAULT_BOTFRAMEWORK_OPENID_METADATA = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+#: The issuer of channel-to-bot tokens (teams-platform.md §13).
+DEFAULT_BOTFRAMEWORK_ISSUERS: tuple[str, ...] = ("https://api.botframework.com",)
+#: Bot Connector hosts replies may go to: public Teams, Bot Framework channels, and the US government clouds
+#: (GCC, GCC High, DoD). ``*.`` matches any subdomain.
+DEFAULT_SERVICE_URL_HOSTS: tuple[str, ...] = (
+    "smba.trafficmanager.net",
+    "*.botframework.com",
+    "smba.infra.gcc.teams.microsoft.com",
+    "smba.infra.gov.teams.microsoft.us",
+    "smba.infra.dod.teams.microsoft.us",
+)
+#: Added to the default allow-list in anonymous local mode (the Agents Playground and test connectors).
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 
 #: Google's four deprovision reasons offered to users (key) → the string sent as ``deprovisionReason`` (value).
 #: The strings Intune accepts are UNVERIFIED (graph-intune.md §2); override with ``DEPROVISION_REASON_MAP``.
@@ -93,15 +108,25 @@ class Settings:
     submit_lease_grace: float = 10.0
     # HMAC key of the audit chain (None = development key beside the database); kept out of repr()
     audit_key: str | None = field(default=None, repr=False)
+    allow_anonymous: bool = False
+    botframework_openid_metadata: str = DEFAULT_BOTFRAMEWORK_OPENID_METADATA
+    botframework_issuers: tuple[str, ...] = DEFAULT_BOTFRAMEWORK_ISSUERS
+    allowed_service_url_hosts: tuple[str, ...] = DEFAULT_SERVICE_URL_HOSTS
 
     @property
     def anonymous(self) -> bool:
-        """Bot Framework anonymous mode: no inbound JWT check, no outbound token (local use only)."""
+        """Bot Framework anonymous mode (no bot app id; needs ALLOW_ANONYMOUS=true): no inbound token check, no outbound
+        token, loopback only (local use)."""
         return not self.bot_client_id
 
     @property
     def authority(self) -> str:
         return f"https://{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def bot_authority(self) -> str:
+        """Where the bot's own Bot Connector token comes from: the same Entra host as Graph's token."""
+        return f"https://{self.authority_host}/{self.bot_tenant_id or self.tenant_id}"
 
     @property
     def credential_kind(self) -> str:
@@ -127,6 +152,7 @@ class Settings:
                 conn["TENANTID"] = self.bot_tenant_id
             if self.bot_auth_type:
                 conn["AUTHTYPE"] = self.bot_auth_type
+            conn["AUTHORITY"] = self.bot_authority
         return {
             "CONNECTIONS": {"SERVICE_CONNECTION": {"SETTINGS": conn}},
             "AGENTAPPLICATION": {},
@@ -263,11 +289,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     bot_secret = get(_CONN + "CLIENTSECRET")
     bot_tenant = get(_CONN + "TENANTID")
     bot_auth_type = get(_CONN + "AUTHTYPE")
+    allow_anonymous = boolean("ALLOW_ANONYMOUS", False)
+    if allow_anonymous and app_env == "production":
+        problems.append("ALLOW_ANONYMOUS: anonymous Bot Framework mode is refused when APP_ENV=production")
     if bot_client_id is None:
         if app_env == "production":
             problems.append(
                 f"{_CONN}CLIENTID: required when APP_ENV=production "
                 "(anonymous Bot Framework mode is for local use only)"
+            )
+        elif not allow_anonymous:
+            problems.append(
+                f"{_CONN}CLIENTID: required — the Azure Bot's app id; for a local demo without one set "
+                "ALLOW_ANONYMOUS=true (unauthenticated, listens on 127.0.0.1 only)"
             )
     elif bot_secret is None and (bot_auth_type or "ClientSecret").lower() == "clientsecret":
         problems.append(f"{_CONN}CLIENTSECRET: required with CLIENTID (or set {_CONN}AUTHTYPE)")
@@ -299,6 +333,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         INTUNE_ADMINISTRATOR,
     )
 
+    metadata_url = get("BOTFRAMEWORK_OPENID_METADATA") or DEFAULT_BOTFRAMEWORK_OPENID_METADATA
+    if not re.match(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/\S*$", metadata_url):
+        problems.append(f"BOTFRAMEWORK_OPENID_METADATA: expected an https:// URL, got {metadata_url!r}")
+    issuers = DEFAULT_BOTFRAMEWORK_ISSUERS
+    issuers_text = env.get("BOTFRAMEWORK_ISSUERS")
+    if issuers_text is not None:
+        issuers = tuple(i.strip() for i in issuers_text.split(",") if i.strip())
+        if not issuers:
+            problems.append(
+                "BOTFRAMEWORK_ISSUERS: the issuer allow-list is empty; expected a comma list such as "
+                f"{','.join(DEFAULT_BOTFRAMEWORK_ISSUERS)}"
+            )
+    anonymous = bot_client_id is None
+    hosts_text = env.get("ALLOWED_SERVICE_URL_HOSTS")
+    if hosts_text is None:
+        hosts = DEFAULT_SERVICE_URL_HOSTS + (LOOPBACK_HOSTS if anonymous else ())
+    else:
+        hosts = tuple(h.strip().lower() for h in hosts_text.split(",") if h.strip())
+        bad = [h for h in hosts if not re.match(r"^(\*\.)?[a-z0-9.:-]+$", h)]
+        if not hosts or bad:
+            problems.append(
+                "ALLOWED_SERVICE_URL_HOSTS: expected a comma list of host names (a leading *. matches any "
+                f"subdomain), got {hosts_text!r}"
+            )
+
     invoke_budget = duration("INVOKE_BUDGET", 3.0)
     if invoke_budget > 4.5:
         problems.append("INVOKE_BUDGET: must be at most 4.5s (Teams retries invokes after about 5 s)")
@@ -316,7 +375,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         graph_resource=(get("GRAPH_RESOURCE") or DEFAULT_GRAPH_RESOURCE).rstrip("/"),
         ca_file=get("REQUESTS_CA_BUNDLE") or get("SSL_CERT_FILE"),
         port=port,
-        host=get("HOST") or "0.0.0.0",  # noqa: S104
+        # Anonymous mode never listens beyond this machine, whatever HOST says.
+        host="127.0.0.1" if anonymous else (get("HOST") or "0.0.0.0"),  # noqa: S104
         app_env=app_env,  # type: ignore[arg-type]
         log_format=log_format,  # type: ignore[arg-type]
         log_level=log_level,
@@ -341,6 +401,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_interval=duration("SWEEP_INTERVAL", 30.0),
         submit_lease_grace=duration("SUBMIT_LEASE_GRACE", 10.0),
         audit_key=audit_key,
+        allow_anonymous=allow_anonymous,
+        botframework_openid_metadata=metadata_url,
+        botframework_issuers=issuers,
+        allowed_service_url_hosts=hosts,
     )
     if problems:
         raise SettingsError(problems)

@@ -17,12 +17,13 @@ from microsoft_agents.activity import (
     ConversationReference,
     InvokeResponse,
 )
-from microsoft_agents.authentication.msal import MsalConnectionManager
 from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import (
     AgentApplication,
+    AgentAuthConfiguration,
     ApplicationOptions,
     ClaimsIdentity,
+    ConnectionManager,
     MemoryStorage,
     RouteRank,
     TurnContext,
@@ -30,6 +31,7 @@ from microsoft_agents.hosting.core import (
 )
 
 from bot import messages as m
+from bot.auth import ConnectorTokenProvider, service_url_allowed
 from bot.connector_pool import PooledClientFactory
 from bot.flow import Conversation, InvokeAnswer, Member, Requester, Workflow
 from bot.logs import safe
@@ -113,6 +115,10 @@ class TeamsNotifier:
         self._settings = settings
 
     async def _continue(self, reference: dict[str, Any], callback: Any) -> None:
+        service_url = reference.get("serviceUrl")
+        if not service_url_allowed(service_url, self._settings.allowed_service_url_hosts):
+            log.warning("proactive send refused: serviceUrl not allowed", extra={"service_url": safe(service_url, 120)})
+            raise PermissionError("serviceUrl not on ALLOWED_SERVICE_URL_HOSTS")
         ref = ConversationReference.model_validate(reference)
         continuation = ref.get_continuation_activity()
         if self._settings.anonymous:
@@ -172,9 +178,13 @@ class TeamsNotifier:
 
 def build_agent(
     settings: Settings,
-) -> tuple[AgentApplication[TurnState], CloudAdapter, MsalConnectionManager]:
+) -> tuple[AgentApplication[TurnState], CloudAdapter, ConnectionManager]:
     config = settings.sdk_configuration()
-    connection_manager = MsalConnectionManager(**config)  # type: ignore[arg-type]
+
+    def provider(configuration: AgentAuthConfiguration) -> ConnectorTokenProvider:
+        return ConnectorTokenProvider(configuration, settings)
+
+    connection_manager = ConnectionManager(provider, **config)  # type: ignore[arg-type]
     # One keep-alive connection pool for replies and card updates instead of a new TCP connection per turn.
     adapter = CloudAdapter(
         connection_manager=connection_manager,

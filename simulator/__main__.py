@@ -40,6 +40,7 @@ async def _serve(args: argparse.Namespace) -> None:
     env = sim.env()
     print(f"Graph base URL    {sim.base_url}  (GRAPH_BASE_URL)")
     print(f"Authority         {sim.authority}  (AZURE_AUTHORITY_HOST={sim.authority_host})")
+    print(f"Bot Framework     {sim.botframework_metadata_url}  (BOTFRAMEWORK_OPENID_METADATA)")
     print(f"CA certificate    {sim.ca_path}  (SSL_CERT_FILE / REQUESTS_CA_BUNDLE)")
     print(f"Tenant id         {sim.tenant_id}")
     print(f"Client id         {sim.client_id}")

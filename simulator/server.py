@@ -21,6 +21,8 @@ from typing import Any, TypeVar, cast
 import trustme
 from aiohttp import web
 
+from . import botframework
+from .botframework import BotFrameworkChannel
 from .control import Call, Control, TokenRequest
 from .entra import EntraApi
 from .graph import INVALID_JSON, DropConnection, GraphApi, GraphRequest, GraphResponse, now_iso
@@ -74,6 +76,7 @@ class Simulator:
         self.state.revoke(revoke_permissions)
         self.entra = EntraApi(self)
         self.graph = GraphApi(self)
+        self.botframework = BotFrameworkChannel()
         self._pending: list[_PendingAction] = []
         self._timers: list[asyncio.TimerHandle] = []
         self._runner: web.AppRunner | None = None
@@ -193,6 +196,11 @@ class Simulator:
         return f"{self.base_url}/{self.tenant_id}"
 
     @property
+    def botframework_metadata_url(self) -> str:
+        """The Bot Framework OpenID metadata (``BOTFRAMEWORK_OPENID_METADATA``); its ``jwks_uri`` gives the keys."""
+        return f"{self.base_url}{botframework.METADATA_PATH}"
+
+    @property
     def ca_path(self) -> str:
         if self._ca_path is None:
             raise RuntimeError("simulator not started")
@@ -230,6 +238,7 @@ class Simulator:
             "AZURE_CLIENT_SECRET": self.client_secret,
             "AZURE_AUTHORITY_HOST": self.authority_host,
             "GRAPH_BASE_URL": self.base_url,
+            "BOTFRAMEWORK_OPENID_METADATA": self.botframework_metadata_url,
             "SSL_CERT_FILE": self.ca_path,
             "REQUESTS_CA_BUNDLE": self.ca_path,
         }
@@ -253,6 +262,10 @@ class Simulator:
 
     def issue_token(self, audience: str = "graph", ttl: float | None = None) -> str:
         return self.entra.issue(audience, ttl)
+
+    def channel_token(self, audience: str, service_url: str | None, **kw: Any) -> str:
+        """A Bot Framework channel-to-bot token signed with a published key (see :meth:`BotFrameworkChannel.mint`)."""
+        return self.botframework.mint(audience, service_url, **kw)
 
     def expire_tokens(self) -> None:
         self.entra.expire_all()
@@ -461,6 +474,11 @@ class Simulator:
             "Cache-Control": "no-store, no-cache",
             "Pragma": "no-cache",
         }
+        if path == botframework.METADATA_PATH and request.method == "GET":
+            return _json(200, self.botframework.openid_configuration(request.host), entra_headers)
+        if path == botframework.KEYS_PATH and request.method == "GET":
+            status, body = self.botframework.jwks()
+            return _json(status, body, entra_headers)
         m = _DISCOVERY.match(path)
         if m and request.method == "GET":
             status, body = self.entra.openid_configuration(request.host, m["tenant"])

@@ -12,7 +12,7 @@ import pytest
 
 from simulator import Simulator
 from simulator.testing import running_simulator
-from tests.harness import BotUnderTest, Connector, settings_for
+from tests.harness import BotUnderTest, Connector, production_env, settings_for
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -95,12 +95,19 @@ BotFactory = Callable[..., Awaitable[BotUnderTest]]
 
 @pytest.fixture
 async def make_bot(sim: Simulator, connector: Connector, sqlite_url: str) -> AsyncIterator[BotFactory]:
-    """``bot = await make_bot(APPROVAL_MODE="peer")`` — the real app on a free port against the simulator."""
+    """``bot = await make_bot(APPROVAL_MODE="peer")`` — the real app on a free port against the simulator.
+
+    ``make_bot(production=True)`` runs it in production auth mode: every activity the harness posts carries a
+    channel token minted by the simulated Bot Framework for the activity's ``serviceUrl``.
+    """
     started: list[BotUnderTest] = []
 
-    async def factory(database_url: str | None = None, **env: Any) -> BotUnderTest:
-        settings = settings_for(sim, database_url or sqlite_url, **{k: str(v) for k, v in env.items()})
+    async def factory(database_url: str | None = None, *, production: bool = False, **env: Any) -> BotUnderTest:
+        values = {**(production_env(sim) if production else {}), **{k: str(v) for k, v in env.items()}}
+        settings = settings_for(sim, database_url or sqlite_url, **values)
         bot = BotUnderTest(settings, connector)
+        if production:
+            bot.token_for = lambda body: sim.channel_token(sim.client_id, body.get("serviceUrl"))
         await bot.start()
         started.append(bot)
         return bot

@@ -12,7 +12,7 @@ import itertools
 import json
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,7 @@ class Captured:
     conversation_id: str
     activity_id: str | None
     body: dict[str, Any]
+    authorization: str | None = None  # the Authorization header the bot sent (production mode: its bearer token)
 
     @property
     def cards(self) -> list[dict[str, Any]]:
@@ -98,7 +99,8 @@ class Connector:
             await self._runner.cleanup()
 
     def _record(self, method: str, request: web.Request, body: dict[str, Any], activity_id: str) -> None:
-        self.calls.append(Captured(method, request.match_info["cid"], activity_id, body))
+        authorization = request.headers.get("Authorization")
+        self.calls.append(Captured(method, request.match_info["cid"], activity_id, body, authorization))
         self.changed.set()
 
     async def _send(self, request: web.Request) -> web.Response:
@@ -199,6 +201,8 @@ class BotUnderTest:
     runner: web.AppRunner | None = None
     session: aiohttp.ClientSession | None = None
     services: Services | None = field(default=None, repr=False)
+    #: Production auth mode: mints the channel token for each activity posted without explicit headers.
+    token_for: Callable[[Mapping[str, Any]], str] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         app = build_app(self.settings, start_sweeper=False)
@@ -218,6 +222,8 @@ class BotUnderTest:
 
     async def post(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         assert self.session is not None
+        if headers is None and self.token_for is not None:
+            headers = {"Authorization": f"Bearer {self.token_for(body)}"}
         async with self.session.post(f"{self.url}/api/messages", json=body, headers=headers) as response:
             text = await response.text()
             try:
@@ -279,7 +285,11 @@ class BotUnderTest:
         return response
 
 
+CONN = "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__"
+
+
 def env_for(sim: Any, database_url: str, **overrides: str) -> dict[str, str]:
+    """The bot's environment against ``sim``: anonymous local mode unless ``overrides`` name a bot app id."""
     env = {
         **sim.env(),
         "ENV_FILE": "/nonexistent/.env",
@@ -290,8 +300,21 @@ def env_for(sim: Any, database_url: str, **overrides: str) -> dict[str, str]:
         "GRAPH_MAX_RETRY_WAIT": "3",
         "GRAPH_RETRY_AFTER_CAP": "1",
     }
+    if CONN + "CLIENTID" not in overrides:
+        env["ALLOW_ANONYMOUS"] = "true"
     env.update(overrides)
     return env
+
+
+def production_env(sim: Any) -> dict[str, str]:
+    """Production auth mode against ``sim``: the simulated tenant's app is also the Azure Bot, its channel tokens
+    come from the simulated Bot Framework, and the capture connector on loopback is allowed explicitly."""
+    return {
+        CONN + "CLIENTID": sim.client_id,
+        CONN + "CLIENTSECRET": sim.client_secret,
+        CONN + "TENANTID": sim.tenant_id,
+        "ALLOWED_SERVICE_URL_HOSTS": "127.0.0.1,smba.trafficmanager.net",
+    }
 
 
 def settings_for(sim: Any, database_url: str, **overrides: str) -> Settings:

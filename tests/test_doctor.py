@@ -34,6 +34,7 @@ ALL_CHECKS = [
     "read Entra device objects",
     "database reachable and migrated",
     "Bot Framework credentials",
+    "Bot Framework inbound auth",
 ]
 
 
@@ -91,7 +92,7 @@ async def test_everything_passes_against_the_simulator(
     assert list(rows) == ALL_CHECKS  # the simulator's opaque token has no roles claim to read
     assert {check: result for check, (result, _) in rows.items()} == dict.fromkeys(ALL_CHECKS, "PASS")
     assert code == 0
-    assert "9 passed, 0 failed, 0 skipped" in output
+    assert "10 passed, 0 failed, 0 skipped" in output
     assert_no_secrets(output, sim)
     # The checks really ran against the tenant: one token per resource, and the Graph calls were made.
     scopes = {t.scope for t in sim.token_requests if t.status == 200}
@@ -218,7 +219,38 @@ async def test_anonymous_mode_fails_the_bot_framework_row(
     assert result == "FAIL"
     for name in ("CLIENTID", "CLIENTSECRET", "TENANTID"):
         assert CONN + name in fix
-    assert {r for c, (r, _) in rows.items() if c != "Bot Framework credentials"} == {"PASS"}
+    result, fix = rows["Bot Framework inbound auth"]
+    assert result == "FAIL" and "ALLOW_ANONYMOUS" in fix
+    failing = {"Bot Framework credentials", "Bot Framework inbound auth"}
+    assert {r for c, (r, _) in rows.items() if c not in failing} == {"PASS"}
+
+
+async def test_inbound_auth_row_names_issuers_and_keys(
+    sim: Simulator, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_doctor(env) == 0
+    result, detail = rows_of(capsys.readouterr().out)["Bot Framework inbound auth"]
+    assert result == "PASS"
+    assert "1 signing key(s)" in detail and "https://api.botframework.com" in detail
+    assert sim.botframework.jwks_requests == 1
+
+
+async def test_missing_issuer_allow_list_is_a_failing_row(
+    sim: Simulator, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env["BOTFRAMEWORK_ISSUERS"] = " "
+    assert await run_doctor(env) == 2
+    result, fix = rows_of(capsys.readouterr().out)["settings complete"]
+    assert result == "FAIL" and fix.strip().startswith("BOTFRAMEWORK_ISSUERS: ")
+
+
+async def test_unreachable_signing_keys_fail_the_inbound_row(
+    sim: Simulator, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.botframework.jwks_status = 503
+    assert await run_doctor(env) == 1
+    result, fix = rows_of(capsys.readouterr().out)["Bot Framework inbound auth"]
+    assert result == "FAIL" and "BOTFRAMEWORK_OPENID_METADATA" in fix and "503" in fix
 
 
 async def test_wrong_bot_secret_fails_the_bot_framework_row(

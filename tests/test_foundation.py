@@ -84,11 +84,63 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path):
     env_file = tmp_path / "bot.env"
     env_file.write_text(
         "# comment\nAZURE_TENANT_ID=00000000-0000-0000-0000-000000000001\n"
-        "AZURE_CLIENT_ID='11111111-2222-3333-4444-555555555555'\nAZURE_CLIENT_SECRET=\"from-file\"\nPORT=4000\n"
+        "AZURE_CLIENT_ID='11111111-2222-3333-4444-555555555555'\nAZURE_CLIENT_SECRET=\"from-file\"\nPORT=4000\nALLOW_ANONYMOUS=true\n"
     )
     settings = load_settings({"ENV_FILE": str(env_file), "PORT": "4001"})
     assert settings.client_secret == "from-file" and settings.port == 4001
     assert settings.anonymous and settings.database_url.startswith("sqlite+aiosqlite://")
+
+
+GRAPH_ONLY = {
+    **BASE_ENV,
+    "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+    "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "AZURE_CLIENT_SECRET": "x" * 10,
+}
+
+
+def test_anonymous_mode_only_when_asked_for():
+    """No bot app id and no ALLOW_ANONYMOUS: a settings error (exit 2), not a silently unauthenticated bot."""
+    result = run_app(GRAPH_ONLY)
+    assert result.returncode == 2
+    assert "CLIENTID: required" in result.stderr and "ALLOW_ANONYMOUS=true" in result.stderr
+    with pytest.raises(SettingsError) as info:
+        load_settings({**GRAPH_ONLY, "ALLOW_ANONYMOUS": "true", "APP_ENV": "production"})
+    assert any(p.startswith("ALLOW_ANONYMOUS: ") and "production" in p for p in info.value.problems)
+
+
+def test_anonymous_mode_binds_loopback_whatever_host_says():
+    settings = load_settings({**GRAPH_ONLY, "ALLOW_ANONYMOUS": "true", "HOST": "0.0.0.0"})
+    assert settings.anonymous and settings.host == "127.0.0.1"
+    assert "127.0.0.1" in settings.allowed_service_url_hosts  # the Playground / local connectors
+    production = load_settings(
+        {
+            **GRAPH_ONLY,
+            "HOST": "0.0.0.0",
+            "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID": "22222222-2222-3333-4444-555555555555",
+            "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTSECRET": "y" * 10,
+        }
+    )
+    assert not production.anonymous and production.host == "0.0.0.0"
+    assert "127.0.0.1" not in production.allowed_service_url_hosts
+    assert "smba.trafficmanager.net" in production.allowed_service_url_hosts
+    assert production.botframework_issuers == ("https://api.botframework.com",)
+
+
+def test_auth_settings_are_validated():
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                **GRAPH_ONLY,
+                "ALLOW_ANONYMOUS": "true",
+                "BOTFRAMEWORK_ISSUERS": " , ",
+                "BOTFRAMEWORK_OPENID_METADATA": "http://login.example.com/meta",
+                "ALLOWED_SERVICE_URL_HOSTS": "https://smba.trafficmanager.net/teams",
+            }
+        )
+    problems = " | ".join(info.value.problems)
+    for name in ("BOTFRAMEWORK_ISSUERS: ", "BOTFRAMEWORK_OPENID_METADATA: ", "ALLOWED_SERVICE_URL_HOSTS: "):
+        assert name in problems, problems
 
 
 async def test_health_and_readiness(bot, sim):
@@ -147,7 +199,6 @@ async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
     secret = sim.client_secret
     env = {
         **env_for(sim, f"sqlite:///{tmp_path}/bot.db", PORT=str(port), LOG_LEVEL="DEBUG", LOG_FORMAT="json"),
-        "CONNECTIONS__SERVICE_CONNECTION__SETTINGS__ANONYMOUS_ALLOWED": "true",
     }
     log_path = tmp_path / "bot.log"
     with log_path.open("w") as log_file:
@@ -199,3 +250,52 @@ async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
     assert issued
     for token in issued:
         assert token not in logged
+
+
+async def test_production_auth_mode_process_never_logs_tokens(sim, connector, tmp_path):
+    """The real process in production auth mode: a forged token is refused with its reason logged, a valid one gets
+    a reply carrying the bot's connector token, and neither token (nor any secret) reaches the log."""
+    from tests.harness import production_env
+
+    port = free_port()
+    env = {
+        **env_for(sim, f"sqlite:///{tmp_path}/bot.db", PORT=str(port), LOG_LEVEL="DEBUG", LOG_FORMAT="json"),
+        **production_env(sim),
+        "HOST": "127.0.0.1",
+    }
+    log_path = tmp_path / "bot.log"
+    url = f"http://127.0.0.1:{port}/api/messages"
+    message = activity("message", ALEX, service_url=connector.url, text="help")
+    channel_token = sim.channel_token(sim.client_id, connector.url)
+    forged = sim.channel_token(sim.client_id, connector.url, issuer="https://evil.example.com")
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    try:
+                        async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                async with session.post(url, json=message, headers={"Authorization": f"Bearer {forged}"}) as r:
+                    assert r.status == 401
+                async with session.post(url, json=message) as r:
+                    assert r.status == 401
+                async with session.post(url, json=message, headers={"Authorization": f"Bearer {channel_token}"}) as r:
+                    assert r.status in (200, 202)
+                sent = await connector.wait_for(lambda c: c.sent())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+    logged = log_path.read_text()
+    assert "ANONYMOUS Bot Framework mode" not in logged
+    assert "issuer https://evil.example.com not allowed" in logged and "no Authorization header" in logged
+    connector_token = (sent[-1].authorization or "").removeprefix("Bearer ")
+    assert sim.entra.tokens[connector_token].audience == "botframework"
+    for value in (channel_token, forged, connector_token, sim.client_secret):
+        assert value not in logged

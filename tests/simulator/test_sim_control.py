@@ -285,6 +285,7 @@ def test_cli_runs_and_writes_an_env_file(tmp_path: Path) -> None:
                 "AZURE_CLIENT_SECRET",
                 "AZURE_AUTHORITY_HOST",
                 "GRAPH_BASE_URL",
+                "BOTFRAMEWORK_OPENID_METADATA",
                 "SSL_CERT_FILE",
                 "REQUESTS_CA_BUNDLE",
             }
