@@ -265,7 +265,7 @@ async def test_proactive_approval_flow_in_production_mode(make_bot, sim, connect
 
 async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(make_bot, connector, caplog):
     bot = await make_bot(production=True)
-    assert bot.services is not None and bot.services.workflow.notifier is not None
+    assert bot.services is not None and bot.services.workflow.deps.notifier is not None
     reference = {
         "serviceUrl": "https://attacker.example.com/",
         "channelId": "msteams",
@@ -274,8 +274,8 @@ async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(mak
         "user": {"id": "29:user"},
     }
     caplog.set_level(logging.WARNING, logger="bot.teams")
-    assert await bot.services.workflow.notifier.send(reference, text="hello") is None
-    assert not await bot.services.workflow.notifier.update(reference, "msg-1", {"type": "AdaptiveCard"})
+    assert await bot.services.workflow.deps.notifier.send(reference, text="hello") is None
+    assert not await bot.services.workflow.deps.notifier.update(reference, "msg-1", {"type": "AdaptiveCard"})
     assert any("serviceUrl not allowed" in r.getMessage() for r in caplog.records)
     assert connector.calls == []
 
