@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from bot.rbac import Decision, DenyReason
+from bot.decision import Decision, DenyReason
 
 PRODUCT = "Device Deprovision"
 

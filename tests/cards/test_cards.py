@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -151,3 +153,13 @@ def test_info_cards_are_teams_safe() -> None:
         )
     )
     assert_teams_safe(message_card("Expired", ["This card is no longer valid."]))
+
+
+def test_importing_cards_imports_no_graph_client() -> None:
+    """``cards/`` depends on nothing in ``bot/`` but the user text and the value types (bot/decision.py)."""
+    code = (
+        "import sys, cards.deprovision, cards.info; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'bot')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['bot', 'bot.decision', 'bot.messages']", out
