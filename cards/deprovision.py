@@ -14,7 +14,20 @@ from typing import Any
 
 from bot import messages as m
 from cards import verbs
-from cards.elements import card, choice_set, container, execute, facts, text, text_input
+from cards.elements import (
+    Color,
+    Container,
+    Element,
+    ExecuteAction,
+    Refresh,
+    card,
+    choice_set,
+    container,
+    execute,
+    facts,
+    text,
+    text_input,
+)
 
 MAX_REFRESH_USERS = 60
 
@@ -73,25 +86,20 @@ def device_facts(device: dict[str, Any], tag_names: dict[str, str]) -> list[tupl
     ]
 
 
-def _refresh(view: ActionView) -> dict[str, Any] | None:
+def _refresh(view: ActionView) -> Refresh | None:
     if not view.is_group or view.state not in ("requested", "awaiting_approval", "failed"):
         return None
     users = [view.requester_mri] if view.requester_mri else []
     if view.state == "awaiting_approval":
         users += [u for u in view.approver_mris if u and u != view.requester_mri]
     return {
-        "action": {
-            "type": "Action.Execute",
-            "title": "Refresh",
-            "verb": verbs.REFRESH,
-            "data": {"actionId": view.action_id, "verb": verbs.REFRESH},
-        },
+        "action": execute("Refresh", verbs.REFRESH, {"actionId": view.action_id}),
         "userIds": users[:MAX_REFRESH_USERS],
     }
 
 
-def _what_it_does(view: ActionView) -> Any:
-    lines = [text(m.CARD_WHAT_TITLE, weight="bolder")]
+def _what_it_does(view: ActionView) -> Container:
+    lines: list[Element] = [text(m.CARD_WHAT_TITLE, weight="bolder")]
     lines += [text("• " + line, spacing="none") for line in m.WHAT_IT_DOES]
     return container(lines, style="warning")
 
@@ -121,8 +129,8 @@ def action_card(view: ActionView, viewer: str) -> dict[str, Any]:
 
 
 def _header(
-    title: str, view: ActionView, *, color: str | None = None, extra: list[tuple[str, str]] | None = None
-) -> list[Any]:
+    title: str, view: ActionView, *, color: Color | None = None, extra: list[tuple[str, str]] | None = None
+) -> list[Element]:
     """Title, requester and ONE fact list (device facts + state facts line up on a phone)."""
     return [
         text(title, weight="bolder", size="medium", color=color),
@@ -131,7 +139,7 @@ def _header(
     ]
 
 
-def _requested(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _requested(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     body = _header(m.CARD_TITLE_CONFIRM, view)
     body.append(_what_it_does(view))
     if viewer != "requester":
@@ -148,7 +156,7 @@ def _requested(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str,
     ]
 
 
-def _awaiting(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _awaiting(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     body = _header(m.CARD_TITLE_WAITING, view, color="accent", extra=[(m.FACT_REASON, m.reason_label(view.reason))])
     body.append(text(m.card_awaiting(view.requester_name)))
     body.append(text(m.card_approval_expires(when(view.expires_at)), subtle=True))
@@ -163,7 +171,7 @@ def _awaiting(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, 
     ]
 
 
-def _working(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _working(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     body = _header(
         m.CARD_TITLE_WORKING,
         view,
@@ -178,7 +186,7 @@ def _approved_by(view: ActionView) -> list[tuple[str, str]]:
     return [(m.FACT_APPROVED_BY, view.approver_name)] if view.approval_mode and view.approver_name else []
 
 
-def _done(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _done(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [
         (m.FACT_REASON, m.reason_label(view.reason)),
         (m.FACT_WHEN, when(view.updated_at)),
@@ -194,7 +202,7 @@ def _done(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]
     return body, []
 
 
-def _failed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _failed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
     body = _header("❌ " + m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
     if view.retryable:
@@ -206,14 +214,14 @@ def _failed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, An
     return body, []
 
 
-def _unknown(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _unknown(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
     body = _header("⚠️ " + m.CARD_TITLE_UNKNOWN, view, color="warning", extra=extra)
     body.append(text(m.card_unknown(str(view.device.get("serial") or view.device.get("name") or ""))))
     return body, []
 
 
-def _closed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _closed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     if view.state == "expired":
         body = _header(m.CARD_TITLE_EXPIRED, view)
         body.append(text(m.card_expired()))
@@ -226,6 +234,6 @@ def _closed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, An
     return body, []
 
 
-def message_card(title: str, lines: Sequence[str], *, color: str | None = None) -> dict[str, Any]:
+def message_card(title: str, lines: Sequence[str], *, color: Color | None = None) -> dict[str, Any]:
     """A plain informational card (used as an invoke answer for foreign/expired cards)."""
     return card([text(title, weight="bolder", color=color), *[text(line) for line in lines]], fallback_text=title)

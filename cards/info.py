@@ -8,7 +8,7 @@ from typing import Any
 from bot import messages as m
 from cards import verbs
 from cards.deprovision import device_facts, iso_when, when
-from cards.elements import card, container, execute, facts, text
+from cards.elements import Element, ExecuteAction, card, container, execute, facts, text
 
 
 def help_card() -> dict[str, Any]:
@@ -21,11 +21,11 @@ def help_card() -> dict[str, Any]:
 
 def selection_card(query: str, total: int, selection_id: str, candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One button per candidate; the button carries only the selection id and an index."""
-    body: list[Any] = [
+    body: list[Element] = [
         text(m.CARD_SELECT_TITLE, weight="bolder", size="medium"),
         text(m.ambiguous(query, total)),
     ]
-    actions = []
+    actions: list[ExecuteAction] = []
     for index, device in enumerate(candidates):
         user = device.get("user_display_name") or device.get("user_principal_name") or m.NO_PRIMARY_USER
         body.append(
@@ -78,8 +78,8 @@ def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
 def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:
     """``items``: (action id, device name, one-line summary (markdown, escaped by the caller), expires at)."""
-    body: list[Any] = [text(title, weight="bolder", size="medium")]
-    actions = []
+    body: list[Element] = [text(title, weight="bolder", size="medium")]
+    actions: list[ExecuteAction] = []
     for action_id, device_name, summary, expires_at in items[:10]:
         body.append(text(f"{summary} · expires {when(expires_at)}"))
         label = device_name if len(device_name) <= 40 else device_name[:39] + "…"
