@@ -59,16 +59,18 @@ class ActionView:
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else m.NONE
+    return m.utc_when(ts)
 
 
 def iso_when(value: str) -> str:
+    """A Graph timestamp (ISO 8601) on a card; anything unparsable is shown as the (escaped) text it is."""
     if not value:
         return m.NONE
     try:
-        return when(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value[:40]
+    return when((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
 
 
 def device_facts(device: dict[str, Any], tag_names: dict[str, str]) -> list[tuple[str, str]]:
@@ -77,12 +79,12 @@ def device_facts(device: dict[str, Any], tag_names: dict[str, str]) -> list[tupl
     if device.get("user_display_name") and device.get("user_principal_name"):
         user = f"{device['user_display_name']} ({device['user_principal_name']})"
     return [
-        (m.FACT_DEVICE, m.md(device.get("name") or m.NONE)),
-        (m.FACT_SERIAL, m.md(device.get("serial") or m.NONE)),
-        (m.FACT_USER, m.md(user)),
-        (m.FACT_OU, m.md(device.get("enrollment_profile") or m.NONE)),
+        (m.FACT_DEVICE, str(device.get("name") or m.NONE)),
+        (m.FACT_SERIAL, str(device.get("serial") or m.NONE)),
+        (m.FACT_USER, str(user)),
+        (m.FACT_OU, str(device.get("enrollment_profile") or m.NONE)),
         (m.FACT_LAST_SYNC, iso_when(str(device.get("last_sync") or ""))),
-        (m.FACT_TAGS, m.md(", ".join(tag_names.get(t, t) for t in tags))),
+        (m.FACT_TAGS, ", ".join(tag_names.get(t, t) for t in tags)),
     ]
 
 

@@ -2,12 +2,19 @@
 
 Model decision: local TypedDicts instead of a card package — a card *is* JSON, the bot uses nine shapes, and the
 type checker then knows every property (the schema test guards spelling); no dependency, nothing to convert.
+
+Escaping happens here, once, for every card: a plain ``str`` that reaches a TextBlock or a Fact is untrusted
+text (a device, user or requester name from Graph or chat) and is escaped with :func:`bot.markup.md` (one line,
+no links, mentions or markup); :class:`~bot.markup.Markup` from ``bot/messages.py`` is trusted and used as it is.
+Choice titles, input labels and button titles are plain text in the renderers, so they are only made one line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict, cast
+
+from bot.markup import Markup, md, one_line
 
 CARD_VERSION = "1.5"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -109,14 +116,19 @@ def _clip(value: str, limit: int = MAX_TEXT) -> str:
     return (cut[:-1] if trailing % 2 else cut) + "…"  # never leave half of an escape behind
 
 
+def _limit(value: str, plain_limit: int) -> int:
+    """Untrusted text is cut at ``plain_limit``; the bot's own markup (a ``{{DATE()}}``, say) only at MAX_TEXT."""
+    return MAX_TEXT if isinstance(value, Markup) else plain_limit
+
+
 def markdown(value: str, limit: int = MAX_TEXT) -> str:
-    """Text for a markdown property (TextBlock, Fact)."""
-    return _clip(value, limit)
+    """Text for a markdown property (TextBlock, Fact): :class:`Markup` as it is, anything else escaped."""
+    return _clip(md(value), limit)
 
 
 def label(value: str, limit: int = MAX_TEXT) -> str:
-    """Text for a plain-text property (button and choice titles, input labels)."""
-    return _clip(value, limit)
+    """Text for a plain-text property (button and choice titles, input labels): one line, never markdown."""
+    return _clip(one_line(value), limit)
 
 
 def text(
@@ -145,7 +157,7 @@ def text(
 def facts(pairs: Sequence[tuple[str, str]]) -> FactSet:
     return {
         "type": "FactSet",
-        "facts": [{"title": markdown(t, 60), "value": markdown(v or "—", 200)} for t, v in pairs],
+        "facts": [{"title": markdown(t, _limit(t, 60)), "value": markdown(v or "—", _limit(v, 200))} for t, v in pairs],
     }
 
 
@@ -213,7 +225,9 @@ def card(
     if actions:
         built["actions"] = list(actions)
     if fallback_text:
-        built["fallbackText"] = _clip(fallback_text, 300)
+        built["fallbackText"] = _clip(
+            fallback_text if isinstance(fallback_text, Markup) else one_line(fallback_text), 300
+        )
     if refresh:
         built["refresh"] = refresh
     return cast(dict[str, Any], built)

@@ -15,7 +15,7 @@ def help_card() -> dict[str, Any]:
     rows = [(f"{cmd}", what) for cmd, what in m.HELP_LINES]
     return card(
         [text(m.PRODUCT, weight="bolder", size="medium"), text(m.HELP_TITLE, subtle=True), facts(rows)],
-        fallback_text=m.help_text(),
+        fallback_text=m.HELP_FALLBACK,
     )
 
 
@@ -31,9 +31,12 @@ def selection_card(query: str, total: int, selection_id: str, candidates: Sequen
         body.append(
             container(
                 [
-                    text(f"{index + 1}. {m.md(device.get('name'))} — {m.md(device.get('serial'))}", weight="bolder"),
                     text(
-                        f"{m.md(user)} · last sync {iso_when(str(device.get('last_sync') or ''))}",
+                        m.selection_line(index + 1, str(device.get("name") or m.NONE), str(device.get("serial") or "")),
+                        weight="bolder",
+                    ),
+                    text(
+                        m.selection_detail(str(user), iso_when(str(device.get("last_sync") or ""))),
                         subtle=True,
                         spacing="none",
                     ),
@@ -42,7 +45,7 @@ def selection_card(query: str, total: int, selection_id: str, candidates: Sequen
         )
         actions.append(
             execute(
-                f"{index + 1}. {device.get('serial') or device.get('name')}",
+                f"{index + 1}. {device.get('serial') or device.get('name')}",  # a button title: plain text
                 verbs.SELECT,
                 {"selectionId": selection_id, "index": index},
                 inputs="none",
@@ -77,11 +80,12 @@ def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
 
 def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:
-    """``items``: (action id, device name, one-line summary (markdown, escaped by the caller), expires at)."""
+    """``items``: (action id, device name, one-line summary (``Markup`` from ``m.pending_row``; a plain ``str`` is
+    escaped), expires at)."""
     body: list[Element] = [text(title, weight="bolder", size="medium")]
     actions: list[ExecuteAction] = []
     for action_id, device_name, summary, expires_at in items[:10]:
-        body.append(text(f"{summary} · expires {when(expires_at)}"))
+        body.append(text(m.pending_line(summary, when(expires_at))))
         label = device_name if len(device_name) <= 40 else device_name[:39] + "…"
         actions.append(execute(f"Open {label}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
     return card(body, actions, fallback_text=title)
