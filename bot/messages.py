@@ -475,7 +475,7 @@ def history_row(device_name: str, serial: str, state: str, requester: str, reaso
 
 @_markup
 def last_action(state: str, requester: str, at: float) -> str:
-    return f"{md(state_label(state))} — {md(requester)}, {md(utc_when(at))}"
+    return f"{md(state_label(state))} — {md(requester)}, {local_when(at)}"
 
 
 @_markup

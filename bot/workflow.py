@@ -310,7 +310,7 @@ class Workflow:
             return Reply(text=m.history_empty(label))
         rows = [
             (
-                time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.created_at)),
+                a.created_at,
                 m.history_row(a.device_name, a.device_serial, m.state_label(a.state), a.requester_name, a.reason),
             )
             for a in items

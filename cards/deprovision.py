@@ -59,7 +59,8 @@ class ActionView:
 
 
 def when(ts: float) -> str:
-    return m.utc_when(ts)
+    """A time on a card: the viewer's own time zone and format (``m.local_when``); ``m.utc_when`` for plain text."""
+    return m.local_when(ts)
 
 
 def iso_when(value: str) -> str:
@@ -126,7 +127,7 @@ def action_card(view: ActionView, viewer: str) -> dict[str, Any]:
         body,
         actions,
         refresh=_refresh(view),
-        fallback_text=f"{m.PRODUCT}: {name} — {m.state_label(view.state)}",
+        fallback_text=f"{m.PRODUCT}: {name} — {m.state_label(view.state)} ({m.utc_when(view.updated_at)})",
     )
 
 

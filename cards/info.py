@@ -75,8 +75,10 @@ def status_card(
     return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
 
 
-def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
+def history_card(title: str, rows: Sequence[tuple[str | float, str]]) -> dict[str, Any]:
+    """``rows``: (when — a Unix time, shown in the viewer's time zone, or a ready label —, what happened)."""
+    pairs = [(when(at) if isinstance(at, (int, float)) else at, what) for at, what in rows]
+    return card([text(title, weight="bolder", size="medium"), facts(pairs)], fallback_text=title)
 
 
 def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:

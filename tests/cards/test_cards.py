@@ -300,3 +300,18 @@ def test_help_placeholders_survive_in_card_and_text() -> None:
     assert "<device>" in card["fallbackText"]  # plain text
     for text in (m.usage("empty"), m.card_unknown_request(), m.card_selection_used(), m.card_not_available()):
         assert "\\<device\\>" in text and "`deprovision" not in text, text
+
+
+def test_times_are_local_on_cards_and_utc_in_the_fallback() -> None:
+    ts = 1_800_000_000  # 2027-01-15T08:00:00Z
+    card = action_card(view("submitted", updated_at=ts), "requester")
+    text = json.dumps(card)
+    assert "{{DATE(2027-01-15T08:00:00Z, SHORT)}} {{TIME(2027-01-15T08:00:00Z)}}" in text
+    assert "UTC" not in json.dumps(card["body"])
+    assert card["fallbackText"].endswith("(2027-01-15 08:00 UTC)")
+    sync = next(
+        f for n in walk(card["body"]) if n.get("type") == "FactSet" for f in n["facts"] if f["title"] == "Last sync"
+    )
+    assert sync["value"] == "{{DATE(2026-11-20T08:00:00Z, SHORT)}} {{TIME(2026-11-20T08:00:00Z)}}"
+    history = history_card("t", [(float(ts), "x")])
+    assert history["body"][1]["facts"][0]["title"].startswith("{{DATE(2027-01-15T08:00:00Z")
