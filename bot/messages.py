@@ -250,6 +250,7 @@ CARD_WHAT_TITLE = "What deprovisioning does"
 CARD_REASON_LABEL = "Reason (required)"
 CARD_REASON_PLACEHOLDER = "Choose a reason"
 CARD_BUTTON_CONFIRM = "Deprovision"
+CARD_BUTTON_REQUEST_APPROVAL = "Request approval"
 CARD_BUTTON_CANCEL = "Cancel"
 CARD_BUTTON_RETRY = "Retry"
 CARD_BUTTON_APPROVE = "Approve"
@@ -421,14 +422,14 @@ def not_eligible_role(decision: Decision, device_name: str) -> str:
 @_markup
 def proactive_unknown(device_name: str) -> str:
     return (
-        f"⚠️ I couldn't confirm whether **{md(device_name)}** was deprovisioned (I was interrupted while Intune "
+        f"Outcome unknown: I couldn't confirm whether **{md(device_name)}** was deprovisioned (I was interrupted while Intune "
         f"was handling it). I won't resend it. Type **status {md(device_name)}** to check."
     )
 
 
 @_markup
 def proactive_done(device_name: str) -> str:
-    return f"✅ **{md(device_name)}** was deprovisioned."
+    return f"**{md(device_name)}** was deprovisioned."
 
 
 @_markup

@@ -153,10 +153,11 @@ def _requested(view: ActionView, viewer: str) -> tuple[list[Element], list[Execu
     body.append(text(m.LICENCE_NOTE, subtle=True))
     body.append(text(m.card_expires(when(view.expires_at)), subtle=True, spacing="small"))
     data = {"actionId": view.action_id}
-    return body, [
-        execute(m.CARD_BUTTON_CONFIRM, verbs.CONFIRM, data),
-        execute(m.CARD_BUTTON_CANCEL, verbs.CANCEL, data, inputs="none"),
-    ]
+    if view.approval_mode:  # confirming only asks a second person: nothing is sent to Intune yet
+        confirm = execute(m.CARD_BUTTON_REQUEST_APPROVAL, verbs.CONFIRM, data)
+    else:
+        confirm = execute(m.CARD_BUTTON_CONFIRM, verbs.CONFIRM, data, style="destructive")
+    return body, [confirm, execute(m.CARD_BUTTON_CANCEL, verbs.CANCEL, data, inputs="none")]
 
 
 def _awaiting(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
@@ -169,7 +170,7 @@ def _awaiting(view: ActionView, viewer: str) -> tuple[list[Element], list[Execut
     body.append(text_input(verbs.COMMENT_INPUT, m.CARD_REJECT_COMMENT_LABEL))
     data = {"actionId": view.action_id}
     return body, [
-        execute(m.CARD_BUTTON_APPROVE, verbs.APPROVE, data, inputs="none"),
+        execute(m.CARD_BUTTON_APPROVE, verbs.APPROVE, data, inputs="none", style="destructive"),
         execute(m.CARD_BUTTON_REJECT, verbs.REJECT, data),
     ]
 
@@ -196,7 +197,7 @@ def _done(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAct
         *_approved_by(view),
         (m.FACT_REQUEST_ID, view.graph_request_id or m.NONE),
     ]
-    body = _header("✅ " + m.CARD_TITLE_DONE, view, color="good", extra=extra)
+    body = _header(m.CARD_TITLE_DONE, view, extra=extra)
     if view.approval_mode and view.approver_name:
         body.append(text(m.card_done_approved(view.requester_name, view.approver_name, when(view.updated_at))))
     else:
@@ -207,11 +208,14 @@ def _done(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAct
 
 def _failed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
-    body = _header("❌ " + m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
+    body = _header(m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
     if view.retryable:
         body.append(text(m.card_failed_retry()))
         if viewer == "requester":
-            return body, [execute(m.CARD_BUTTON_RETRY, verbs.RETRY, {"actionId": view.action_id}, inputs="none")]
+            retry = execute(
+                m.CARD_BUTTON_RETRY, verbs.RETRY, {"actionId": view.action_id}, inputs="none", style="destructive"
+            )
+            return body, [retry]
         return body, []
     body.append(text(m.card_failed(view.error_message or m.NONE)))
     return body, []
@@ -219,7 +223,7 @@ def _failed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteA
 
 def _unknown(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
-    body = _header("⚠️ " + m.CARD_TITLE_UNKNOWN, view, color="warning", extra=extra)
+    body = _header(m.CARD_TITLE_UNKNOWN, view, color="attention", extra=extra)
     body.append(text(m.card_unknown(str(view.device.get("serial") or view.device.get("name") or ""))))
     return body, []
 

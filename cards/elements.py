@@ -22,7 +22,10 @@ MAX_TEXT = 600
 
 Weight = Literal["default", "lighter", "bolder"]
 Size = Literal["default", "small", "medium", "large", "extraLarge"]
-Color = Literal["default", "dark", "light", "accent", "good", "warning", "attention"]
+#: Text colours used on cards. ``good`` (light green) and ``warning`` (yellow) read poorly on a light theme, so
+#: headings use the default colour, ``accent`` (in progress) or ``attention`` (failed / unknown) and always say
+#: their state in words; no emoji carries meaning (clients without colour emoji show a box).
+Color = Literal["default", "accent", "attention"]
 Spacing = Literal["none", "small", "default", "medium", "large", "extraLarge", "padding"]
 ContainerStyle = Literal["default", "emphasis", "good", "attention", "warning", "accent"]
 ActionStyle = Literal["default", "positive", "destructive"]

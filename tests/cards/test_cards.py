@@ -30,6 +30,7 @@ DEVICE = {
 STATES = ("requested", "awaiting_approval", "submitting", "submitted", "failed", "unknown", "cancelled", "expired")
 VIEWERS = ("requester", "approver", "other")
 MAX_CARD_BYTES = 28 * 1024
+DESTRUCTIVE = (verbs.CONFIRM, verbs.APPROVE, verbs.RETRY)
 
 
 def view(state: str, **kw: Any) -> ActionView:
@@ -74,9 +75,10 @@ def assert_teams_safe(card: dict[str, Any]) -> None:
             raise AssertionError(f"{kind} is not used by this bot")
         if kind == "ActionSet":
             raise AssertionError("body-level ActionSet breaks iOS rendering; use card-level actions")
-        assert "style" not in node or node.get("type") not in ("Action.Execute",), (
-            "positive/destructive styling unsupported"
-        )
+        if kind == "Action.Execute" and "style" in node:
+            # teams-platform.md §14 (2026-11-30): Teams accepts "destructive"; clients that don't style it ignore it.
+            # Only the buttons that send the deprovision to Intune are styled, so red always means "this deletes".
+            assert node["style"] == "destructive" and node["verb"] in DESTRUCTIVE, node
         if kind and kind.startswith("Input."):
             assert not node.get("isRequired"), (
                 "isRequired inputs break Action.Execute on Teams mobile (AdaptiveCards#9315)"
@@ -315,3 +317,27 @@ def test_times_are_local_on_cards_and_utc_in_the_fallback() -> None:
     assert sync["value"] == "{{DATE(2026-11-20T08:00:00Z, SHORT)}} {{TIME(2026-11-20T08:00:00Z)}}"
     history = history_card("t", [(float(ts), "x")])
     assert history["body"][1]["facts"][0]["title"].startswith("{{DATE(2027-01-15T08:00:00Z")
+
+
+def test_the_button_that_deprovisions_is_destructive_and_peer_mode_asks_for_approval() -> None:
+    direct = action_card(view("requested"), "requester")
+    assert [(a["title"], a.get("style")) for a in direct["actions"]] == [
+        ("Deprovision", "destructive"),
+        ("Cancel", None),
+    ]
+    peer = action_card(view("requested", approval_mode=True), "requester")
+    assert [(a["title"], a.get("style")) for a in peer["actions"]] == [("Request approval", None), ("Cancel", None)]
+    assert peer["actions"][0]["verb"] == verbs.CONFIRM
+    approver = action_card(view("awaiting_approval", approval_mode=True), "approver")
+    assert [(a["title"], a.get("style")) for a in approver["actions"]] == [
+        ("Approve", "destructive"),
+        ("Reject", None),
+    ]
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_status_headings_say_their_state_in_words_with_readable_colours(state: str) -> None:
+    card = action_card(view(state, retryable=False), "requester")
+    heading = card["body"][0]
+    assert heading.get("color", "default") in ("default", "accent", "attention")
+    assert heading["text"].isascii() or heading["text"].endswith("…"), heading  # no emoji, words only
