@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import ParamSpec
 
 from bot.decision import Decision, DenyReason
-from bot.markup import Markup, md, plain
-
-__all__ = ["Markup", "md", "plain"]  # re-exported: callers escape through this module
+from bot.markup import Markup as Markup  # re-exported: callers escape through this module
+from bot.markup import md as md
+from bot.markup import plain as plain
 
 PRODUCT = "Device Deprovision"
 
