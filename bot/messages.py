@@ -1,28 +1,54 @@
-"""Every word a user sees, in one place (ready for localisation). Tests assert on these functions."""
+"""Every word a user sees, in one place (ready for localisation). Tests assert on these functions.
+
+Constants (titles, labels, fact names) are plain text. Every function marked ``@_markup`` returns
+:class:`~bot.markup.Markup`: Teams markdown in which each interpolated value went through :func:`md` (or
+:func:`plain` inside a code span), so cards and chat messages use it as it is. Card builders pass raw values from
+Graph and chat, never ``md()`` them: ``cards/elements.py`` escapes every plain ``str`` itself.
+"""
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import ParamSpec
 
-from bot.rbac import Decision, DenyReason
+from bot.decision import Decision, DenyReason
+from bot.markup import Markup as Markup  # re-exported: callers escape through this module
+from bot.markup import md as md
+from bot.markup import plain as plain
 
 PRODUCT = "Device Deprovision"
 
-
-#: Characters that start emphasis, links, code or HTML in Teams markdown (parentheses alone are harmless).
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>~])")
+_P = ParamSpec("_P")
 
 
-def md(value: object) -> str:
-    """Escape a user- or Graph-provided value so it renders as text, never as a link or markup."""
-    return _MD_SPECIAL.sub(r"\\\1", str(value))
+def _markup(build: Callable[_P, str]) -> Callable[_P, Markup]:
+    """Mark what ``build`` returns as trusted markdown (it escapes every value it interpolates)."""
+
+    @functools.wraps(build)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Markup:
+        return Markup(build(*args, **kwargs))
+
+    return wrapper
 
 
-def plain(value: object) -> str:
-    """A value placed inside a `code span` (no escapes there): backticks removed."""
-    return str(value).replace("`", "'")
+#: The command placeholder, readable in a card and in a chat message (a bare ``<device>`` is taken for an HTML
+#: tag and vanishes; inside a code span Teams shows ``&lt;device&gt;``).
+DEPROVISION_COMMAND = "**deprovision \\<device\\>**"
+
+
+def utc_when(ts: float) -> str:
+    """A time for plain text (chat messages, a card's fallback text): UTC, spelled out."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else NONE
+
+
+def local_when(ts: float) -> Markup:
+    """A time on a card, shown in the viewer's own time zone and format (Adaptive Cards ``DATE``/``TIME``)."""
+    if not ts:
+        return Markup(NONE)
+    iso = datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Markup(f"{{{{DATE({iso}, SHORT)}}}} {{{{TIME({iso})}}}}")
 
 
 #: Google's four deprovision reasons: key → (label, what it means for licences).
@@ -63,7 +89,7 @@ FACTORY_RESET_REMINDER = "Reminder: the device must be factory reset (powerwash)
 HELP_TITLE = "What I can do"
 HELP_LINES = (
     ("deprovision <device>", "name, serial number, Intune device id or Entra device id"),
-    ("deprovision <device> reason: <reason>", "preselect a reason, e.g. `reason: retiring device`"),
+    ("deprovision <device> reason: <reason>", "preselect a reason, e.g. “reason: retiring device”"),
     ("status <device>", "device facts, ChromeOS state and the last action I took on it"),
     ("history [<device>]", "the last 10 actions: for a device, or your own"),
     ("pending", "requests waiting for approval"),
@@ -71,16 +97,22 @@ HELP_LINES = (
 )
 
 
+#: A card's fallback text is plain text (notifications, clients that cannot render the card).
+HELP_FALLBACK = f"{PRODUCT} — commands: " + "; ".join(cmd for cmd, _ in HELP_LINES)
+
+
 def reason_label(key: str | None) -> str:
     return REASONS[key][0] if key in REASONS else (key or "—")
 
 
+@_markup
 def help_text() -> str:
     lines = [f"**{PRODUCT}** — deprovision ChromeOS devices in Intune.", ""]
-    lines += [f"- `{cmd}` — {what}" for cmd, what in HELP_LINES]
+    lines += [f"- **{md(cmd)}** — {md(what)}" for cmd, what in HELP_LINES]
     return "\n".join(lines)
 
 
+@_markup
 def welcome() -> str:
     return (
         f"Hi! I'm **{PRODUCT}**. I deprovision ChromeOS devices in Microsoft Intune after a confirmation. "
@@ -88,24 +120,29 @@ def welcome() -> str:
     )
 
 
+@_markup
 def unknown_command(text: str) -> str:
     return f"I didn't understand “{md(text[:60])}”. " + help_text()
 
 
+@_markup
 def usage(problem: str) -> str:
     return {
-        "empty": "Tell me which device: `deprovision <device name | serial | Intune id | Entra device id>`.",
+        "empty": f"Tell me which device: {DEPROVISION_COMMAND} — its name, serial number, Intune device id or "
+        "Entra device id.",
         "too_long": "That message is too long. Use a device name, serial number or id (up to 128 characters).",
         "control": "That text contains characters I can't use in a device name. Type the name or serial plainly.",
         "message_too_long": "That message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
     }.get(problem, help_text())
 
 
+@_markup
 def unknown_reason(text: str) -> str:
     options = ", ".join(f"`{k.replace('_', ' ')}`" for k in REASONS)
     return f"“{md(text[:40])}” is not a deprovision reason. Use one of: {options}."
 
 
+@_markup
 def not_found(query: str) -> str:
     """The one answer for "no such device" and "a device you may not see" alike (least disclosure)."""
     return (
@@ -114,11 +151,13 @@ def not_found(query: str) -> str:
     )
 
 
+@_markup
 def ambiguous(query: str, count: int) -> str:
     more = f" (showing the first 10 of {count})" if count > 10 else ""
     return f"**{md(query)}** matches {count} devices{more}. Pick the right one — or use its serial number."
 
 
+@_markup
 def lookup_incomplete(query: str) -> str:
     return (
         f"Intune returned too many devices for **{md(query)}** to check them all safely. "
@@ -126,6 +165,7 @@ def lookup_incomplete(query: str) -> str:
     )
 
 
+@_markup
 def not_chromeos(name: str, os_name: str) -> str:
     return (
         f"**{md(name)}** runs {md(os_name) if os_name else 'an unknown operating system'}, not ChromeOS. "
@@ -133,6 +173,7 @@ def not_chromeos(name: str, os_name: str) -> str:
     )
 
 
+@_markup
 def denied(decision: Decision, device_name: str) -> str:
     held = ", ".join(md(r) for r in decision.roles_held) if decision.roles_held else "no Intune role"
     reason = decision.reason
@@ -158,6 +199,7 @@ def denied(decision: Decision, device_name: str) -> str:
     return f"You can't deprovision **{md(device_name)}**: {why}. {fix}"
 
 
+@_markup
 def denied_read(command: str) -> str:
     return (
         f"Only people who can see devices in Intune (Managed devices / Read) can use `{plain(command)}`. "
@@ -165,24 +207,29 @@ def denied_read(command: str) -> str:
     )
 
 
+@_markup
 def rbac_unavailable() -> str:
     return "I couldn't verify your Intune permissions right now, so I did nothing. Please try again in a minute."
 
 
+@_markup
 def graph_unavailable() -> str:
     return "Microsoft Intune isn't answering right now. Nothing was changed. Please try again in a minute."
 
 
+@_markup
 def anonymous_user() -> str:
     return "I can only act for signed-in members of this organisation."
 
 
+@_markup
 def already_in_flight(device_name: str, requester: str, state: str) -> str:
     if state == "submitted":
-        return f"**{md(device_name)}** was already deprovisioned through me (requested by {md(requester)}). Type `status {plain(device_name)}` for details."
+        return f"**{md(device_name)}** was already deprovisioned through me (requested by {md(requester)}). Type **status {md(device_name)}** for details."
     return f"A deprovision request for **{md(device_name)}** by {md(requester)} is already in progress."
 
 
+@_markup
 def internal_error() -> str:
     return "Something went wrong on my side. Nothing was changed. Please try again."
 
@@ -203,6 +250,7 @@ CARD_WHAT_TITLE = "What deprovisioning does"
 CARD_REASON_LABEL = "Reason (required)"
 CARD_REASON_PLACEHOLDER = "Choose a reason"
 CARD_BUTTON_CONFIRM = "Deprovision"
+CARD_BUTTON_REQUEST_APPROVAL = "Request approval"
 CARD_BUTTON_CANCEL = "Cancel"
 CARD_BUTTON_RETRY = "Retry"
 CARD_BUTTON_APPROVE = "Approve"
@@ -228,176 +276,215 @@ NO_PRIMARY_USER = "none (shared device)"
 NONE = "—"
 
 
+@_markup
 def card_requested_by(name: str) -> str:
     return f"Requested by {md(name)}"
 
 
+@_markup
 def card_waiting_for(name: str) -> str:
     return f"Waiting for {md(name)} to confirm. Only {md(name)} can deprovision from this card."
 
 
+@_markup
 def card_only_requester(name: str) -> str:
     return f"Only {md(name)} can confirm or cancel this request."
 
 
+@_markup
 def card_expires(when: str) -> str:
     return f"This request expires at {md(when)} if not confirmed."
 
 
+@_markup
 def card_choose_reason() -> str:
     return "Choose a reason before you deprovision."
 
 
+@_markup
 def card_approval_expires(when: str) -> str:
     return f"This request expires at {md(when)} if nobody approves it."
 
 
+@_markup
 def card_done_approved(requester: str, approver: str, when: str) -> str:
     return f"Requested by {md(requester)}, approved by {md(approver)}; deprovisioned at {md(when)}."
 
 
+@_markup
 def card_working(name: str) -> str:
     return f"Sent to Intune by {md(name)}. I'll update this card when Intune answers."
 
 
+@_markup
 def card_done(name: str, when: str) -> str:
     return f"{md(name)} deprovisioned this device at {md(when)}."
 
 
+@_markup
 def card_failed(message: str) -> str:
     return f"Intune did not deprovision the device: {md(message)}"
 
 
+@_markup
 def card_failed_retry() -> str:
     return "Intune asked me to try later. Nothing was changed; you can retry."
 
 
+@_markup
 def card_unknown(device_name: str) -> str:
     return (
         "I sent the request to Intune but could not learn whether it was carried out "
         "(the connection timed out or was interrupted). I will not send it again on my own. "
-        f"Type `status {plain(device_name)}` to see what Intune reports before trying again."
+        f"Type **status {md(device_name)}** to see what Intune reports before trying again."
     )
 
 
+@_markup
 def card_cancelled(name: str) -> str:
     return f"Cancelled by {md(name)}. Nothing was changed."
 
 
+@_markup
 def card_expired() -> str:
     return "This request expired before it was confirmed. Nothing was changed."
 
 
+@_markup
 def card_awaiting(requester: str) -> str:
     return (
         f"{md(requester)} confirmed. A second person with the right Intune role must approve before anything is sent."
     )
 
 
+@_markup
 def card_approver_hint() -> str:
     return "You can approve or reject this request."
 
 
+@_markup
 def card_cannot_approve_own() -> str:
     return "You requested this — someone else must approve it."
 
 
+@_markup
 def card_rejected(name: str, comment: str) -> str:
     return f"Rejected by {md(name)}: “{md(comment)}”. Nothing was changed."
 
 
+@_markup
 def card_reject_needs_comment() -> str:
     return "Add a comment to reject."
 
 
+@_markup
 def card_not_eligible(why: str) -> str:
-    return f"You can't approve this request: {why}"
+    return f"You can't approve this request: {md(why)}"
 
 
+@_markup
 def card_unknown_request() -> str:
-    return "This card is no longer valid (unknown or foreign request). Type `deprovision <device>` to start again."
+    return f"This card is no longer valid (unknown or foreign request). Type {DEPROVISION_COMMAND} to start again."
 
 
+@_markup
 def card_not_available() -> str:
-    return "This request isn't available to you. Type `deprovision <device>` to start your own."
+    return f"This request isn't available to you. Type {DEPROVISION_COMMAND} to start your own."
 
 
+@_markup
 def card_device_changed() -> str:
     return (
         "The device changed in Intune since this card was sent (it is gone or no longer ChromeOS). Nothing was changed."
     )
 
 
+@_markup
 def card_select_hint() -> str:
     return "Pick the device you mean. Nothing happens until you confirm on the next card."
 
 
+@_markup
 def card_selection_used() -> str:
-    return "This choice was already made or has expired. Type `deprovision <device>` again."
+    return f"This choice was already made or has expired. Type {DEPROVISION_COMMAND} again."
 
 
+@_markup
 def not_eligible_group() -> str:
     return "you are not a member of the approvers group."
 
 
+@_markup
 def not_eligible_role(decision: Decision, device_name: str) -> str:
     return denied(decision, device_name).split(": ", 1)[-1]
 
 
+@_markup
 def proactive_unknown(device_name: str) -> str:
     return (
-        f"⚠️ I couldn't confirm whether **{md(device_name)}** was deprovisioned (I was interrupted while Intune "
-        f"was handling it). I won't resend it. Type `status {plain(device_name)}` to check."
+        f"Outcome unknown: I couldn't confirm whether **{md(device_name)}** was deprovisioned (I was interrupted while Intune "
+        f"was handling it). I won't resend it. Type **status {md(device_name)}** to check."
     )
 
 
+@_markup
 def proactive_done(device_name: str) -> str:
-    return f"✅ **{md(device_name)}** was deprovisioned."
+    return f"**{md(device_name)}** was deprovisioned."
 
 
+@_markup
 def proactive_approved(device_name: str, approver: str) -> str:
     return f"{md(approver)} approved deprovisioning **{md(device_name)}**."
 
 
+@_markup
 def proactive_rejected(device_name: str, approver: str, comment: str) -> str:
     return f"{md(approver)} rejected deprovisioning **{md(device_name)}**: “{md(comment)}”."
 
 
+@_markup
 def approval_requested(requester: str, device_name: str) -> str:
     return f"{md(requester)} asks to deprovision **{md(device_name)}**. An approval card was posted for approvers."
 
 
+@_markup
 def history_empty(device: str | None) -> str:
     return f"No actions recorded for **{md(device)}**." if device else "You haven't requested any deprovisioning yet."
 
 
+@_markup
 def history_title(device: str | None) -> str:
     return f"Last actions for {md(device)}" if device else "Your last actions"
 
 
+@_markup
 def pending_empty() -> str:
     return "Nothing is waiting for your approval, and you have no requests waiting for someone else's."
 
 
+@_markup
 def pending_row(device_name: str, serial: str, requester: str, *, own: bool) -> str:
     who = "your request" if own else f"by {md(requester)}"
     return f"{md(device_name)} ({md(serial)}) — {who}"
 
 
+@_markup
 def history_row(device_name: str, serial: str, state: str, requester: str, reason: str | None) -> str:
-    row = f"{md(device_name)} ({md(serial)}) — {state} — {md(requester)}"
+    row = f"{md(device_name)} ({md(serial)}) — {md(state)} — {md(requester)}"
     return row + (f" — {md(reason_label(reason))}" if reason else "")
 
 
+@_markup
 def last_action(state: str, requester: str, at: float) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
-    return f"{state_label(state)} — {md(requester)}, {when}"
+    return f"{md(state_label(state))} — {md(requester)}, {local_when(at)}"
 
 
+@_markup
 def pending_title(count: int) -> str:
     return f"{count} request(s) waiting for approval"
 
 
+@_markup
 def status_title(name: str) -> str:
     return f"Status of {md(name)}"
 
@@ -417,3 +504,18 @@ def state_label(state: str) -> str:
 
 def join_names(names: Sequence[str]) -> str:
     return ", ".join(n for n in names if n) or NONE
+
+
+@_markup
+def selection_line(number: int, name: str, serial: str) -> str:
+    return f"{number}\\. {md(name)} — {md(serial)}"
+
+
+@_markup
+def selection_detail(user: str, last_sync: str) -> str:
+    return f"{md(user)} · last sync {md(last_sync)}"
+
+
+@_markup
+def pending_line(summary: str, expires: str) -> str:
+    return f"{md(summary)} · expires {md(expires)}"

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from bot.decision import Decision, DenyReason
 from bot.devices import SELECT as DEVICE_SELECT
 from bot.devices import Device
 from bot.errors import BotError, GraphError, RbacUnavailable
@@ -115,32 +116,6 @@ class RoleAssignment:
             scope_groups=tuple(dict.fromkeys(str(g) for g in groups)),
             scope_tags=tuple(str(t) for t in row.get("roleScopeTagIds") or []),
         )
-
-
-class DenyReason(enum.StrEnum):
-    NO_ROLE = "no_role_with_retire"
-    NOT_ALLOWED = "action_not_allowed"
-    MISSING_READ = "role_lacks_managed_devices_read"
-    OUT_OF_SCOPE_GROUPS = "device_not_in_scope_groups"
-    OUT_OF_SCOPE_TAGS = "device_outside_scope_tags"
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    reason: DenyReason | None = None
-    basis: str = ""  # "entra_role" | "intune_role"
-    assignment_id: str = ""
-    assignment_name: str = ""
-    role_id: str = ""
-    role_name: str = ""
-    entra_role_id: str = ""
-    roles_held: tuple[str, ...] = ()
-    device_tags: tuple[str, ...] = ()
-    assignment_tags: tuple[str, ...] = ()
-
-    def audit(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,20 @@ from typing import Any
 
 from bot import messages as m
 from cards import verbs
-from cards.elements import card, choice_set, container, execute, facts, text, text_input
+from cards.elements import (
+    Color,
+    Container,
+    Element,
+    ExecuteAction,
+    Refresh,
+    card,
+    choice_set,
+    container,
+    execute,
+    facts,
+    text,
+    text_input,
+)
 
 MAX_REFRESH_USERS = 60
 
@@ -46,16 +59,19 @@ class ActionView:
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else m.NONE
+    """A time on a card: the viewer's own time zone and format (``m.local_when``); ``m.utc_when`` for plain text."""
+    return m.local_when(ts)
 
 
 def iso_when(value: str) -> str:
+    """A Graph timestamp (ISO 8601) on a card; anything unparsable is shown as the (escaped) text it is."""
     if not value:
         return m.NONE
     try:
-        return when(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value[:40]
+    return when((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
 
 
 def device_facts(device: dict[str, Any], tag_names: dict[str, str]) -> list[tuple[str, str]]:
@@ -64,34 +80,29 @@ def device_facts(device: dict[str, Any], tag_names: dict[str, str]) -> list[tupl
     if device.get("user_display_name") and device.get("user_principal_name"):
         user = f"{device['user_display_name']} ({device['user_principal_name']})"
     return [
-        (m.FACT_DEVICE, m.md(device.get("name") or m.NONE)),
-        (m.FACT_SERIAL, m.md(device.get("serial") or m.NONE)),
-        (m.FACT_USER, m.md(user)),
-        (m.FACT_OU, m.md(device.get("enrollment_profile") or m.NONE)),
+        (m.FACT_DEVICE, str(device.get("name") or m.NONE)),
+        (m.FACT_SERIAL, str(device.get("serial") or m.NONE)),
+        (m.FACT_USER, str(user)),
+        (m.FACT_OU, str(device.get("enrollment_profile") or m.NONE)),
         (m.FACT_LAST_SYNC, iso_when(str(device.get("last_sync") or ""))),
-        (m.FACT_TAGS, m.md(", ".join(tag_names.get(t, t) for t in tags))),
+        (m.FACT_TAGS, ", ".join(tag_names.get(t, t) for t in tags)),
     ]
 
 
-def _refresh(view: ActionView) -> dict[str, Any] | None:
+def _refresh(view: ActionView) -> Refresh | None:
     if not view.is_group or view.state not in ("requested", "awaiting_approval", "failed"):
         return None
     users = [view.requester_mri] if view.requester_mri else []
     if view.state == "awaiting_approval":
         users += [u for u in view.approver_mris if u and u != view.requester_mri]
     return {
-        "action": {
-            "type": "Action.Execute",
-            "title": "Refresh",
-            "verb": verbs.REFRESH,
-            "data": {"actionId": view.action_id, "verb": verbs.REFRESH},
-        },
+        "action": execute("Refresh", verbs.REFRESH, {"actionId": view.action_id}),
         "userIds": users[:MAX_REFRESH_USERS],
     }
 
 
-def _what_it_does(view: ActionView) -> Any:
-    lines = [text(m.CARD_WHAT_TITLE, weight="bolder")]
+def _what_it_does(view: ActionView) -> Container:
+    lines: list[Element] = [text(m.CARD_WHAT_TITLE, weight="bolder")]
     lines += [text("• " + line, spacing="none") for line in m.WHAT_IT_DOES]
     return container(lines, style="warning")
 
@@ -116,13 +127,13 @@ def action_card(view: ActionView, viewer: str) -> dict[str, Any]:
         body,
         actions,
         refresh=_refresh(view),
-        fallback_text=f"{m.PRODUCT}: {name} — {m.state_label(view.state)}",
+        fallback_text=f"{m.PRODUCT}: {name} — {m.state_label(view.state)} ({m.utc_when(view.updated_at)})",
     )
 
 
 def _header(
-    title: str, view: ActionView, *, color: str | None = None, extra: list[tuple[str, str]] | None = None
-) -> list[Any]:
+    title: str, view: ActionView, *, color: Color | None = None, extra: list[tuple[str, str]] | None = None
+) -> list[Element]:
     """Title, requester and ONE fact list (device facts + state facts line up on a phone)."""
     return [
         text(title, weight="bolder", size="medium", color=color),
@@ -131,7 +142,7 @@ def _header(
     ]
 
 
-def _requested(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _requested(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     body = _header(m.CARD_TITLE_CONFIRM, view)
     body.append(_what_it_does(view))
     if viewer != "requester":
@@ -142,13 +153,14 @@ def _requested(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str,
     body.append(text(m.LICENCE_NOTE, subtle=True))
     body.append(text(m.card_expires(when(view.expires_at)), subtle=True, spacing="small"))
     data = {"actionId": view.action_id}
-    return body, [
-        execute(m.CARD_BUTTON_CONFIRM, verbs.CONFIRM, data),
-        execute(m.CARD_BUTTON_CANCEL, verbs.CANCEL, data, inputs="none"),
-    ]
+    if view.approval_mode:  # confirming only asks a second person: nothing is sent to Intune yet
+        confirm = execute(m.CARD_BUTTON_REQUEST_APPROVAL, verbs.CONFIRM, data)
+    else:
+        confirm = execute(m.CARD_BUTTON_CONFIRM, verbs.CONFIRM, data, style="destructive")
+    return body, [confirm, execute(m.CARD_BUTTON_CANCEL, verbs.CANCEL, data, inputs="none")]
 
 
-def _awaiting(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _awaiting(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     body = _header(m.CARD_TITLE_WAITING, view, color="accent", extra=[(m.FACT_REASON, m.reason_label(view.reason))])
     body.append(text(m.card_awaiting(view.requester_name)))
     body.append(text(m.card_approval_expires(when(view.expires_at)), subtle=True))
@@ -158,12 +170,12 @@ def _awaiting(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, 
     body.append(text_input(verbs.COMMENT_INPUT, m.CARD_REJECT_COMMENT_LABEL))
     data = {"actionId": view.action_id}
     return body, [
-        execute(m.CARD_BUTTON_APPROVE, verbs.APPROVE, data, inputs="none"),
+        execute(m.CARD_BUTTON_APPROVE, verbs.APPROVE, data, inputs="none", style="destructive"),
         execute(m.CARD_BUTTON_REJECT, verbs.REJECT, data),
     ]
 
 
-def _working(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _working(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     body = _header(
         m.CARD_TITLE_WORKING,
         view,
@@ -178,14 +190,14 @@ def _approved_by(view: ActionView) -> list[tuple[str, str]]:
     return [(m.FACT_APPROVED_BY, view.approver_name)] if view.approval_mode and view.approver_name else []
 
 
-def _done(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _done(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [
         (m.FACT_REASON, m.reason_label(view.reason)),
         (m.FACT_WHEN, when(view.updated_at)),
         *_approved_by(view),
         (m.FACT_REQUEST_ID, view.graph_request_id or m.NONE),
     ]
-    body = _header("✅ " + m.CARD_TITLE_DONE, view, color="good", extra=extra)
+    body = _header(m.CARD_TITLE_DONE, view, extra=extra)
     if view.approval_mode and view.approver_name:
         body.append(text(m.card_done_approved(view.requester_name, view.approver_name, when(view.updated_at))))
     else:
@@ -194,26 +206,29 @@ def _done(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]
     return body, []
 
 
-def _failed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _failed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
-    body = _header("❌ " + m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
+    body = _header(m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
     if view.retryable:
         body.append(text(m.card_failed_retry()))
         if viewer == "requester":
-            return body, [execute(m.CARD_BUTTON_RETRY, verbs.RETRY, {"actionId": view.action_id}, inputs="none")]
+            retry = execute(
+                m.CARD_BUTTON_RETRY, verbs.RETRY, {"actionId": view.action_id}, inputs="none", style="destructive"
+            )
+            return body, [retry]
         return body, []
     body.append(text(m.card_failed(view.error_message or m.NONE)))
     return body, []
 
 
-def _unknown(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _unknown(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
-    body = _header("⚠️ " + m.CARD_TITLE_UNKNOWN, view, color="warning", extra=extra)
+    body = _header(m.CARD_TITLE_UNKNOWN, view, color="attention", extra=extra)
     body.append(text(m.card_unknown(str(view.device.get("serial") or view.device.get("name") or ""))))
     return body, []
 
 
-def _closed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, Any]]]:
+def _closed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     if view.state == "expired":
         body = _header(m.CARD_TITLE_EXPIRED, view)
         body.append(text(m.card_expired()))
@@ -226,6 +241,6 @@ def _closed(view: ActionView, viewer: str) -> tuple[list[Any], list[dict[str, An
     return body, []
 
 
-def message_card(title: str, lines: Sequence[str], *, color: str | None = None) -> dict[str, Any]:
+def message_card(title: str, lines: Sequence[str], *, color: Color | None = None) -> dict[str, Any]:
     """A plain informational card (used as an invoke answer for foreign/expired cards)."""
     return card([text(title, weight="bolder", color=color), *[text(line) for line in lines]], fallback_text=title)

@@ -8,32 +8,35 @@ from typing import Any
 from bot import messages as m
 from cards import verbs
 from cards.deprovision import device_facts, iso_when, when
-from cards.elements import card, container, execute, facts, text
+from cards.elements import Element, ExecuteAction, card, container, execute, facts, text
 
 
 def help_card() -> dict[str, Any]:
     rows = [(f"{cmd}", what) for cmd, what in m.HELP_LINES]
     return card(
         [text(m.PRODUCT, weight="bolder", size="medium"), text(m.HELP_TITLE, subtle=True), facts(rows)],
-        fallback_text=m.help_text(),
+        fallback_text=m.HELP_FALLBACK,
     )
 
 
 def selection_card(query: str, total: int, selection_id: str, candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One button per candidate; the button carries only the selection id and an index."""
-    body: list[Any] = [
+    body: list[Element] = [
         text(m.CARD_SELECT_TITLE, weight="bolder", size="medium"),
         text(m.ambiguous(query, total)),
     ]
-    actions = []
+    actions: list[ExecuteAction] = []
     for index, device in enumerate(candidates):
         user = device.get("user_display_name") or device.get("user_principal_name") or m.NO_PRIMARY_USER
         body.append(
             container(
                 [
-                    text(f"{index + 1}. {m.md(device.get('name'))} — {m.md(device.get('serial'))}", weight="bolder"),
                     text(
-                        f"{m.md(user)} · last sync {iso_when(str(device.get('last_sync') or ''))}",
+                        m.selection_line(index + 1, str(device.get("name") or m.NONE), str(device.get("serial") or "")),
+                        weight="bolder",
+                    ),
+                    text(
+                        m.selection_detail(str(user), iso_when(str(device.get("last_sync") or ""))),
                         subtle=True,
                         spacing="none",
                     ),
@@ -42,7 +45,7 @@ def selection_card(query: str, total: int, selection_id: str, candidates: Sequen
         )
         actions.append(
             execute(
-                f"{index + 1}. {device.get('serial') or device.get('name')}",
+                f"{index + 1}. {device.get('serial') or device.get('name')}",  # a button title: plain text
                 verbs.SELECT,
                 {"selectionId": selection_id, "index": index},
                 inputs="none",
@@ -72,16 +75,19 @@ def status_card(
     return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
 
 
-def history_card(title: str, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    return card([text(title, weight="bolder", size="medium"), facts(rows)], fallback_text=title)
+def history_card(title: str, rows: Sequence[tuple[str | float, str]]) -> dict[str, Any]:
+    """``rows``: (when — a Unix time, shown in the viewer's time zone, or a ready label —, what happened)."""
+    pairs = [(when(at) if isinstance(at, (int, float)) else at, what) for at, what in rows]
+    return card([text(title, weight="bolder", size="medium"), facts(pairs)], fallback_text=title)
 
 
 def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:
-    """``items``: (action id, device name, one-line summary (markdown, escaped by the caller), expires at)."""
-    body: list[Any] = [text(title, weight="bolder", size="medium")]
-    actions = []
+    """``items``: (action id, device name, one-line summary (``Markup`` from ``m.pending_row``; a plain ``str`` is
+    escaped), expires at)."""
+    body: list[Element] = [text(title, weight="bolder", size="medium")]
+    actions: list[ExecuteAction] = []
     for action_id, device_name, summary, expires_at in items[:10]:
-        body.append(text(f"{summary} · expires {when(expires_at)}"))
+        body.append(text(m.pending_line(summary, when(expires_at))))
         label = device_name if len(device_name) <= 40 else device_name[:39] + "…"
         actions.append(execute(f"Open {label}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
     return card(body, actions, fallback_text=title)

@@ -7,7 +7,6 @@ up exactly, then keeps only the devices the requester can read; not found and no
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 from bot import commands as cmd
@@ -251,7 +250,7 @@ class Commands:
             return Reply(text=m.history_empty(label))
         rows = [
             (
-                time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.created_at)),
+                a.created_at,
                 m.history_row(a.device_name, a.device_serial, m.state_label(a.state), a.requester_name, a.reason),
             )
             for a in items

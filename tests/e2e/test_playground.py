@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 DEVICE = "NHS-CART3-01"
 DEVICE_ID = "27ab6835-99f8-5907-ac4d-64c0365f0d40"  # its Intune id in simulator/seeds/demo.yaml
 RETIRING = m.reason_label("retiring_device")  # "Retiring device (donated, recycled or out of use)"
-DONE = "✅ " + m.CARD_TITLE_DONE
+DONE = m.CARD_TITLE_DONE
 PHONE_WIDTH = 390
 EXPECT_TIMEOUT_MS = 15_000  # card updates after a click (Playwright's own default is 5 s)
 
@@ -37,8 +37,8 @@ def expect(target: Any) -> Any:
     return playwright_expect(target)
 
 
-async def request_and_confirm(chat: Chat, shot_prefix: str) -> Locator:
-    """Type the command, wait for the card, pick "Retiring device…", press Deprovision."""
+async def request_and_confirm(chat: Chat, shot_prefix: str, button: str = m.CARD_BUTTON_CONFIRM) -> Locator:
+    """Type the command, wait for the card, pick "Retiring device…", press Deprovision (or Request approval)."""
     await chat.send(f"deprovision {DEVICE}")
     card = chat.card(m.CARD_TITLE_CONFIRM)
     await card.wait_for()
@@ -48,7 +48,7 @@ async def request_and_confirm(chat: Chat, shot_prefix: str) -> Locator:
     reason = card.get_by_role("radio", name=RETIRING)
     await chat.press(reason)
     await expect(reason).to_be_checked()
-    await chat.press(card.get_by_role("button", name=m.CARD_BUTTON_CONFIRM, exact=True))
+    await chat.press(card.get_by_role("button", name=button, exact=True))
     return card
 
 
@@ -152,7 +152,7 @@ async def test_peer_approval_in_two_clients(start_stack: StackFactory, open_chat
     stack = await start_stack(users=("alex", "patti"), APPROVAL_MODE="peer")
     alex, patti = await asyncio.gather(open_chat(stack, "alex"), open_chat(stack, "patti"))  # two people, two tabs
 
-    await request_and_confirm(alex, "peer-alex")
+    await request_and_confirm(alex, "peer-alex", m.CARD_BUTTON_REQUEST_APPROVAL)
     waiting = alex.card(m.CARD_TITLE_WAITING)
     await expect(waiting).to_have_count(1)
     await expect(waiting.get_by_role("button")).to_have_count(0)  # the requester cannot approve

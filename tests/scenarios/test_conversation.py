@@ -346,7 +346,8 @@ async def test_bad_input_gets_usage_and_changes_nothing(bot, sim):
 async def test_hostile_text_is_echoed_as_text_not_markup(bot):
     replies = await bot.say(ALEX, "deprovision [click me](https://evil.example)")
     text = replies[-1].text
-    assert "\\[click me\\](https://evil.example)" in text
+    # The bare URL is escaped too: Teams turns ``https://…`` in a message into a link by itself.
+    assert "\\[click me\\](https\\://evil.example)" in text
     assert "[click me](" not in text.replace("\\[click me\\](", "")
 
 
