@@ -178,8 +178,12 @@ def anonymous_user() -> str:
 
 
 def already_in_flight(device_name: str, requester: str, state: str) -> str:
-    if state == "submitted":
+    if state == "confirmed":
         return f"**{md(device_name)}** was already deprovisioned through me (requested by {md(requester)}). Type `status {plain(device_name)}` for details."
+    if state == "submitted":
+        return f"**{md(device_name)}** was already sent to Intune for deprovisioning (requested by {md(requester)}); Intune has not confirmed it yet. Type `status {plain(device_name)}` for details."
+    if state == "unknown":
+        return f"A deprovision request for **{md(device_name)}** by {md(requester)} may already have been carried out — I'm checking Intune's record, and the device stays locked until it settles."
     return f"A deprovision request for **{md(device_name)}** by {md(requester)} is already in progress."
 
 
@@ -407,13 +411,35 @@ def state_label(state: str) -> str:
         "requested": "waiting for confirmation",
         "awaiting_approval": "waiting for approval",
         "submitting": "being sent to Intune",
-        "submitted": "deprovisioned",
+        "submitted": "sent to Intune, waiting for Google",
         "failed": "failed",
         "unknown": "outcome unknown",
         "cancelled": "cancelled",
         "expired": "expired",
+        "confirmed": "deprovisioned (Intune confirmed)",
     }.get(state, state)
 
 
 def join_names(names: Sequence[str]) -> str:
     return ", ".join(n for n in names if n) or NONE
+
+
+# -- outcomes from Intune's own record ----------------------------------------------------------------------
+
+
+def not_carried_out() -> str:
+    return "Intune has no record of the request: it was not carried out. You can request it again."
+
+
+def proactive_intune_failed(device_name: str, detail: str) -> str:
+    return (
+        f"Intune reports that deprovisioning **{md(device_name)}** failed: {md(detail)}. "
+        f"Nothing more will be sent; type `deprovision {plain(device_name)}` to try again."
+    )
+
+
+def proactive_not_confirmed(device_name: str) -> str:
+    return (
+        f"Intune has not confirmed deprovisioning **{md(device_name)}** within the time I wait. Check the device in "
+        f"the Intune admin center; type `status {plain(device_name)}` to see Intune's record."
+    )

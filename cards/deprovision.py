@@ -103,6 +103,7 @@ def action_card(view: ActionView, viewer: str) -> dict[str, Any]:
         "awaiting_approval": _awaiting,
         "submitting": _working,
         "submitted": _done,
+        "confirmed": _done,
         "failed": _failed,
         "unknown": _unknown,
         "cancelled": _closed,
