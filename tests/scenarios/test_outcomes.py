@@ -119,7 +119,7 @@ async def test_completion_is_followed_until_intune_reports(make_bot: BotFactory,
     bot = await make_bot(**FAST, COMPLETION_TIMEOUT="1500ms")
     target = device(sim, "NHS-CART3-05")
     sim.control.set_device_outcome(target["id"], outcome, delay=0.1, error="Chrome Enterprise connector refused")
-    action_id, message_id, card = await confirm(bot, target["serialNumber"])
+    action_id, message_id, _ = await confirm(bot, target["serialNumber"])
     assert (await bot.services.store.get(action_id)).state == SUBMITTED  # type: ignore[union-attr]
     if outcome == "never":
         deadline = asyncio.get_running_loop().time() + 10
