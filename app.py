@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -142,6 +143,59 @@ async def audit_command(settings: AuditSettings, args: argparse.Namespace) -> in
         await store.close()
 
 
+async def actions_command(settings: AuditSettings, args: argparse.Namespace) -> int:
+    """``actions resolve <id> --done|--failed --note …``: an operator settles an unknown or unconfirmed write."""
+    from bot.audit import Actor, AuditLog, load_audit_key
+    from bot.store import CONFIRMED, FAILED, TRACKED_STATES, Store
+
+    store = await Store.open(settings.database_url)
+    try:
+        action = await store.get(args.action_id)
+        if action is None:
+            print(f"actions resolve: no action {args.action_id!r}", file=sys.stderr)
+            return 2
+        if action.state not in TRACKED_STATES:
+            print(
+                f"actions resolve: the action is {action.state}; only sent or unknown actions can be resolved",
+                file=sys.stderr,
+            )
+            return 2
+        note = " ".join(args.note.split())[:500]
+        now = time.time()
+        if args.done:
+            updated = await store.transition(
+                action,
+                CONFIRMED,
+                next_check_at=None,
+                intune_state="done",
+                intune_detail=f"operator: {note}",
+                settled_at=now,
+            )
+        else:
+            updated = await store.transition(
+                action,
+                FAILED,
+                next_check_at=None,
+                intune_state="failed",
+                settled_at=now,
+                error_code="operator",
+                error_message=note,
+                retryable=False,
+            )
+        if updated is None:
+            print("actions resolve: the action changed meanwhile; look again", file=sys.stderr)
+            return 1
+        key = await asyncio.to_thread(load_audit_key, settings.audit_key, settings.database_url)
+        operator = Actor("operator", args.by or os.environ.get("USER", "operator"))
+        await AuditLog(store, key).record(
+            "resolved", actor=operator, action=action, outcome="done" if args.done else "failed", note=note
+        )
+        print(f"action {action.id}: {action.state} → {updated.state} ({note})")
+        return 0
+    finally:
+        await store.close()
+
+
 async def migrate_command(settings: Settings) -> int:
     from bot.audit import AuditLog, load_audit_key
     from bot.store import Store
@@ -177,6 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     export = audit_sub.add_parser("export", help="write audit events to stdout")
     export.add_argument("--since", help="ISO date or timestamp, e.g. 2026-11-01")
     export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    actions = sub.add_parser("actions", help="operator tools for actions")
+    actions_sub = actions.add_subparsers(dest="actions_command", required=True)
+    resolve = actions_sub.add_parser("resolve", help="settle an action whose outcome Intune did not report")
+    resolve.add_argument("action_id")
+    outcome = resolve.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--done", action="store_true", help="Intune (admin center) shows it deprovisioned")
+    outcome.add_argument("--failed", action="store_true", help="it was not carried out; frees the device")
+    resolve.add_argument("--note", required=True, help="what you checked (audited)")
+    resolve.add_argument("--by", help="your name for the audit trail (default: $USER)")
     args = parser.parse_args(argv)
 
     # Before any TLS client exists: a CA bundle named in .env / ENV_FILE must reach the Agents SDK's clients too.
@@ -192,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         audit_settings = audit_settings_or_exit()
         configure_logging(audit_settings.log_format, audit_settings.log_level, audit_settings.secrets())
         return asyncio.run(audit_command(audit_settings, args))
+    if args.command == "actions":
+        audit_settings = audit_settings_or_exit()
+        configure_logging(audit_settings.log_format, audit_settings.log_level, audit_settings.secrets())
+        return asyncio.run(actions_command(audit_settings, args))
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level, settings.secrets())
     if args.command == "migrate":

@@ -52,6 +52,9 @@ EVENTS = (
     "rejected",
     "submitted",
     "succeeded",
+    "completed",  # Intune's own record says the deprovision was carried out
+    "not_confirmed",  # Intune did not report an outcome within COMPLETION_TIMEOUT
+    "resolved",  # an operator settled an action (`app.py actions resolve`)
     "failed",
     "unknown",
     "cancelled",

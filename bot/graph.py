@@ -421,6 +421,10 @@ class GraphClient:
             if status == 401:
                 raise GraphAuthError(status, code, message, request_id=request_id, client_request_id=crid)
             not_processed = status == 429 or (status == 503 and retry_after is not None)
+            if not idempotent and status >= 500 and not not_processed:
+                # Only 429 and 503 + Retry-After say "not processed". Any other 5xx may come after Intune applied
+                # the write: the outcome is unknown until Intune's own record says otherwise.
+                raise OutcomeUnknown(f"HTTP {status} {code}", client_request_id=crid)
             retryable = not_processed or (idempotent and status in (500, 502, 503, 504))
             if retryable and attempt < self._max_attempts:
                 if retry_after is not None:

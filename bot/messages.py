@@ -224,8 +224,12 @@ def anonymous_user() -> str:
 
 @_markup
 def already_in_flight(device_name: str, requester: str, state: str) -> str:
-    if state == "submitted":
+    if state == "confirmed":
         return f"**{md(device_name)}** was already deprovisioned through me (requested by {md(requester)}). Type **status {md(device_name)}** for details."
+    if state == "submitted":
+        return f"**{md(device_name)}** was already sent to Intune for deprovisioning (requested by {md(requester)}); Intune has not confirmed it yet. Type **status {md(device_name)}** for details."
+    if state == "unknown":
+        return f"A deprovision request for **{md(device_name)}** by {md(requester)} may already have been carried out — I'm checking Intune's record, and the device stays locked until it settles."
     return f"A deprovision request for **{md(device_name)}** by {md(requester)} is already in progress."
 
 
@@ -239,9 +243,13 @@ def internal_error() -> str:
 CARD_TITLE_CONFIRM = "Deprovision this ChromeOS device?"
 CARD_TITLE_WAITING = "Waiting for approval"
 CARD_TITLE_WORKING = "Deprovisioning…"
-CARD_TITLE_DONE = "Deprovisioned"
+CARD_TITLE_SENT = "Sent to Intune — waiting for Google"
+CARD_TITLE_DONE = "Deprovisioned — Intune confirmed"
 CARD_TITLE_FAILED = "Deprovisioning failed"
-CARD_TITLE_UNKNOWN = "Outcome unknown"
+CARD_TITLE_INTUNE_FAILED = "Intune reports it failed"
+CARD_TITLE_UNKNOWN = "Outcome unknown — checking Intune"
+CARD_TITLE_NOT_CONFIRMED = "Not confirmed by Intune"
+FACT_CONFIRMED = "Intune confirmed"
 CARD_TITLE_CANCELLED = "Cancelled"
 CARD_TITLE_EXPIRED = "Expired"
 CARD_TITLE_REJECTED = "Rejected"
@@ -308,17 +316,33 @@ def card_approval_expires(when: str) -> str:
 
 @_markup
 def card_done_approved(requester: str, approver: str, when: str) -> str:
-    return f"Requested by {md(requester)}, approved by {md(approver)}; deprovisioned at {md(when)}."
+    return f"Requested by {md(requester)}, approved by {md(approver)}; sent to Intune at {md(when)}."
+
+
+@_markup
+def card_sent(name: str, when: str) -> str:
+    return (
+        f"{md(name)} sent this to Intune at {md(when)}; Intune accepted it. Google finishes the deprovisioning — "
+        "I'll update this card when Intune reports it done."
+    )
+
+
+@_markup
+def card_confirmed(when: str) -> str:
+    return f"Intune confirmed the deprovisioning at {md(when)}."
+
+
+@_markup
+def card_not_confirmed() -> str:
+    return (
+        "Intune has not reported an outcome within the time I wait. Check the device in the Intune admin center; "
+        "an operator can record the outcome with `app.py actions resolve`."
+    )
 
 
 @_markup
 def card_working(name: str) -> str:
     return f"Sent to Intune by {md(name)}. I'll update this card when Intune answers."
-
-
-@_markup
-def card_done(name: str, when: str) -> str:
-    return f"{md(name)} deprovisioned this device at {md(when)}."
 
 
 @_markup
@@ -334,9 +358,9 @@ def card_failed_retry() -> str:
 @_markup
 def card_unknown(device_name: str) -> str:
     return (
-        "I sent the request to Intune but could not learn whether it was carried out "
-        "(the connection timed out or was interrupted). I will not send it again on my own. "
-        f"Type **status {md(device_name)}** to see what Intune reports before trying again."
+        "Intune may have deprovisioned it; I'm checking. The answer to my request was lost (a timeout, a dropped "
+        "connection or a server error), so I will not send it again: I'm reading Intune's own record and will update "
+        f"this card. The device stays locked until then. **status {md(device_name)}** shows what Intune reports."
     )
 
 
@@ -494,11 +518,12 @@ def state_label(state: str) -> str:
         "requested": "waiting for confirmation",
         "awaiting_approval": "waiting for approval",
         "submitting": "being sent to Intune",
-        "submitted": "deprovisioned",
+        "submitted": "sent to Intune, waiting for Google",
         "failed": "failed",
         "unknown": "outcome unknown",
         "cancelled": "cancelled",
         "expired": "expired",
+        "confirmed": "deprovisioned (Intune confirmed)",
     }.get(state, state)
 
 
@@ -519,3 +544,27 @@ def selection_detail(user: str, last_sync: str) -> str:
 @_markup
 def pending_line(summary: str, expires: str) -> str:
     return f"{md(summary)} · expires {md(expires)}"
+
+
+# -- outcomes from Intune's own record ----------------------------------------------------------------------
+
+
+@_markup
+def not_carried_out() -> str:
+    return "Intune has no record of the request: it was not carried out. You can request it again."
+
+
+@_markup
+def proactive_intune_failed(device_name: str, detail: str) -> str:
+    return (
+        f"Intune reports that deprovisioning **{md(device_name)}** failed: {md(detail)}. "
+        f"Nothing more will be sent; type **deprovision {md(device_name)}** to try again."
+    )
+
+
+@_markup
+def proactive_not_confirmed(device_name: str) -> str:
+    return (
+        f"Intune has not confirmed deprovisioning **{md(device_name)}** within the time I wait. Check the device in "
+        f"the Intune admin center; type **status {md(device_name)}** to see Intune's record."
+    )

@@ -106,6 +106,12 @@ class Settings:
     invoke_budget: float = 3.0
     sweep_interval: float = 30.0
     submit_lease_grace: float = 10.0
+    # Following a write in Intune's own record (remoteActionAudits, deviceActionResults, chromeOSDeviceInfo)
+    completion_first_check: float = 30.0
+    completion_max_interval: float = 600.0
+    completion_timeout: float = 24 * 3600.0
+    chrome_status_properties: tuple[str, ...] = ("deviceStatus", "status", "deprovisionStatus")
+    deprovisioned_values: tuple[str, ...] = ("deprovisioned",)
     # HMAC key of the audit chain (None = development key beside the database); kept out of repr()
     audit_key: str | None = field(default=None, repr=False)
     allow_anonymous: bool = False
@@ -235,6 +241,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if seconds <= 0:
             problems.append(f"{name}: must be greater than zero")
         return seconds
+
+    def names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = get(name)
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if value else default
 
     def choice(name: str, options: tuple[str, ...], default: str) -> str:
         value = (get(name) or default).lower()
@@ -400,6 +410,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         invoke_budget=invoke_budget,
         sweep_interval=duration("SWEEP_INTERVAL", 30.0),
         submit_lease_grace=duration("SUBMIT_LEASE_GRACE", 10.0),
+        completion_first_check=duration("COMPLETION_FIRST_CHECK", 30.0),
+        completion_max_interval=duration("COMPLETION_MAX_INTERVAL", 600.0),
+        completion_timeout=duration("COMPLETION_TIMEOUT", 24 * 3600.0),
+        chrome_status_properties=names(
+            "INTUNE_CHROME_STATUS_PROPERTIES", ("deviceStatus", "status", "deprovisionStatus")
+        ),
+        deprovisioned_values=names("INTUNE_DEPROVISIONED_VALUES", ("deprovisioned",)),
         audit_key=audit_key,
         allow_anonymous=allow_anonymous,
         botframework_openid_metadata=metadata_url,

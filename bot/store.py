@@ -2,12 +2,15 @@
 
 States::
 
-    requested ──confirm──▶ submitting ──204──▶ submitted
-        │  ╲                   │  ╲
+    requested ──confirm──▶ submitting ──204──▶ submitted ──Intune: done──▶ confirmed
+        │  ╲                   │  ╲                  ╲──Intune: failed──▶ failed
         │   ╲─peer mode─▶ awaiting_approval ──approve──▶ submitting
         │                      │                 ╲──error──▶ failed ──retry (if Graph said "later")──▶ submitting
-        ├──cancel──▶ cancelled  ├──reject──▶ cancelled  ╲──timeout──▶ unknown
-        └──ttl──▶ expired       └──ttl──▶ expired
+        ├──cancel──▶ cancelled  ├──reject──▶ cancelled  ╲──timeout, 5xx, dropped──▶ unknown ──Intune's record──▶
+        └──ttl──▶ expired       └──ttl──▶ expired                                    confirmed | failed
+
+*submitted* means Intune accepted the request (204); *confirmed* that Intune's own record says it was carried out.
+An *unknown* write keeps its device locked until Intune's record (or an operator) settles it.
 
 Every transition is one conditional ``UPDATE … WHERE id = ? AND version = ? AND state IN (…)``; the row's
 ``version`` increments, so two instances receiving the same click cannot both proceed. ``inflight_device`` is
@@ -50,6 +53,7 @@ class State(enum.StrEnum):
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    CONFIRMED = "confirmed"
 
 
 REQUESTED = State.REQUESTED
@@ -60,10 +64,15 @@ FAILED = State.FAILED
 UNKNOWN = State.UNKNOWN
 CANCELLED = State.CANCELLED
 EXPIRED = State.EXPIRED
-STATES = (REQUESTED, AWAITING_APPROVAL, SUBMITTING, SUBMITTED, FAILED, UNKNOWN, CANCELLED, EXPIRED)
+CONFIRMED = State.CONFIRMED
+STATES = tuple(State)
 OPEN_STATES = (REQUESTED, AWAITING_APPROVAL)
-INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED)
-FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED)
+#: States that hold the device: no second request can reach Graph (an unknown write included).
+INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED, UNKNOWN, CONFIRMED)
+#: States after which the bot sends nothing more for the action (it may still follow Intune's record).
+FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED, CONFIRMED)
+#: States whose outcome the bot follows in Intune's own record until it settles (or the budget runs out).
+TRACKED_STATES = (SUBMITTED, UNKNOWN)
 
 #: The allowed transitions — the one table the workflow obeys.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -71,10 +80,11 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     AWAITING_APPROVAL: (SUBMITTING, CANCELLED, EXPIRED, FAILED),
     SUBMITTING: (SUBMITTED, FAILED, UNKNOWN),
     FAILED: (SUBMITTING,),
-    SUBMITTED: (),
-    UNKNOWN: (SUBMITTED,),
+    SUBMITTED: (CONFIRMED, FAILED),
+    UNKNOWN: (SUBMITTED, CONFIRMED, FAILED),
     CANCELLED: (),
     EXPIRED: (),
+    CONFIRMED: (),
 }
 
 actions = sa.Table(
@@ -115,6 +125,11 @@ actions = sa.Table(
     sa.Column("decision_json", sa.Text, nullable=False, default="{}"),
     sa.Column("notified", sa.Boolean, nullable=False, default=False),
     sa.Column("inflight_device", sa.String(64), unique=True),
+    sa.Column("next_check_at", sa.Float, index=True),
+    sa.Column("checks", sa.Integer, nullable=False, default=0),
+    sa.Column("intune_state", sa.String(32)),
+    sa.Column("intune_detail", sa.Text),
+    sa.Column("settled_at", sa.Float),
 )
 
 selections = sa.Table(
@@ -194,6 +209,11 @@ class Action:
     decision_json: str = "{}"
     notified: bool = False
     inflight_device: str | None = None
+    next_check_at: float | None = None  # when to read Intune's record next (None: not followed)
+    checks: int = 0
+    intune_state: str | None = None  # what Intune's record said last: pending | done | failed | not_confirmed
+    intune_detail: str | None = None
+    settled_at: float | None = None  # when Intune's record settled the outcome
 
     @property
     def device(self) -> dict[str, Any]:
@@ -424,6 +444,30 @@ class Store:
                 actions.update()
                 .where(actions.c.id == action_id, actions.c.notified.is_(not claimed))
                 .values(notified=claimed)
+            )
+        return bool(result.rowcount == 1)
+
+    async def due_for_check(self, now: float, limit: int = 100) -> list[Action]:
+        """Actions whose outcome is followed in Intune's record and whose next check is due."""
+        return await self._select(
+            actions.c.state.in_(TRACKED_STATES),
+            actions.c.next_check_at.is_not(None),
+            actions.c.next_check_at <= now,
+            order=actions.c.next_check_at.asc(),
+            limit=limit,
+        )
+
+    async def claim_check(self, action: Action, until: float) -> bool:
+        """Compare-and-set on ``next_check_at``: exactly one instance reads Intune's record for this round."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                actions.update()
+                .where(
+                    actions.c.id == action.id,
+                    actions.c.version == action.version,
+                    actions.c.next_check_at == action.next_check_at,
+                )
+                .values(next_check_at=until)
             )
         return bool(result.rowcount == 1)
 

@@ -45,6 +45,9 @@ class ActionView:
     preset_reason: str | None = None
     expires_at: float = 0.0
     updated_at: float = 0.0
+    settled_at: float | None = None  # when Intune's record confirmed or failed it
+    error_code: str | None = None
+    intune_state: str | None = None  # pending | done | failed | not_confirmed (what Intune's record said last)
     approver_name: str | None = None
     comment: str | None = None
     graph_request_id: str | None = None
@@ -114,6 +117,7 @@ def action_card(view: ActionView, viewer: str) -> dict[str, Any]:
         "awaiting_approval": _awaiting,
         "submitting": _working,
         "submitted": _done,
+        "confirmed": _done,
         "failed": _failed,
         "unknown": _unknown,
         "cancelled": _closed,
@@ -191,24 +195,39 @@ def _approved_by(view: ActionView) -> list[tuple[str, str]]:
 
 
 def _done(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
+    """Sent to Intune (204, waiting for Google) or confirmed by Intune's own record."""
+    confirmed = view.state == "confirmed"
     extra = [
         (m.FACT_REASON, m.reason_label(view.reason)),
         (m.FACT_WHEN, when(view.updated_at)),
         *_approved_by(view),
+        *([(m.FACT_CONFIRMED, when(view.settled_at))] if confirmed and view.settled_at else []),
         (m.FACT_REQUEST_ID, view.graph_request_id or m.NONE),
     ]
-    body = _header(m.CARD_TITLE_DONE, view, extra=extra)
+    if confirmed:
+        title = m.CARD_TITLE_DONE
+    elif view.intune_state == "not_confirmed":
+        title = m.CARD_TITLE_NOT_CONFIRMED
+    else:
+        title = m.CARD_TITLE_SENT
+    body = _header(title, view, extra=extra)
+    sender = view.approver_name if view.approval_mode and view.approver_name else view.requester_name
     if view.approval_mode and view.approver_name:
         body.append(text(m.card_done_approved(view.requester_name, view.approver_name, when(view.updated_at))))
+    if confirmed and view.settled_at:
+        body.append(text(m.card_confirmed(when(view.settled_at))))
+    elif view.intune_state == "not_confirmed":
+        body.append(text(m.card_not_confirmed()))
     else:
-        body.append(text(m.card_done(view.requester_name, when(view.updated_at))))
+        body.append(text(m.card_sent(sender or view.requester_name, when(view.updated_at))))
     body.append(text(m.FACTORY_RESET_REMINDER, weight="bolder"))
     return body, []
 
 
 def _failed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
-    body = _header(m.CARD_TITLE_FAILED, view, color="attention", extra=extra)
+    title = m.CARD_TITLE_INTUNE_FAILED if view.error_code == "intune_failed" else m.CARD_TITLE_FAILED
+    body = _header(title, view, color="attention", extra=extra)
     if view.retryable:
         body.append(text(m.card_failed_retry()))
         if viewer == "requester":
@@ -223,6 +242,10 @@ def _failed(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteA
 
 def _unknown(view: ActionView, viewer: str) -> tuple[list[Element], list[ExecuteAction]]:
     extra = [(m.FACT_REASON, m.reason_label(view.reason)), (m.FACT_WHEN, when(view.updated_at))]
+    if view.intune_state == "not_confirmed":
+        body = _header(m.CARD_TITLE_NOT_CONFIRMED, view, color="attention", extra=extra)
+        body.append(text(m.card_not_confirmed()))
+        return body, []
     body = _header(m.CARD_TITLE_UNKNOWN, view, color="attention", extra=extra)
     body.append(text(m.card_unknown(str(view.device.get("serial") or view.device.get("name") or ""))))
     return body, []

@@ -15,6 +15,7 @@ from typing import Any
 from bot import messages as m
 from bot.errors import GraphError, GraphThrottled, OutcomeUnknown
 from bot.flow.base import Deps, InvokeAnswer, Requester, Viewer
+from bot.flow.tracking import Tracking
 from bot.flow.views import Views
 from bot.store import EXPIRED, SUBMITTED, SUBMITTING, UNKNOWN, Action, DeviceBusy, State
 
@@ -27,6 +28,11 @@ class Submission:
     def __init__(self, deps: Deps, views: Views) -> None:
         self.deps = deps
         self.views = views
+        self.tracking = Tracking(deps, views)
+
+    def first_check(self) -> float:
+        """When Intune's own record of a write is read first (see :mod:`bot.flow.tracking`)."""
+        return self.deps.clock() + self.deps.settings.completion_first_check
 
     def lease(self) -> float:
         """How long a *submitting* row belongs to the instance that wrote it: the longest a Graph call can take."""
@@ -87,14 +93,20 @@ class Submission:
             )
         except OutcomeUnknown as exc:
             outcome = await deps.store.transition(
-                action, UNKNOWN, error_code="outcome_unknown", error_message=exc.detail
+                action,
+                UNKNOWN,
+                error_code="outcome_unknown",
+                error_message=exc.detail,
+                next_check_at=self.first_check(),
             )
             await deps.audit.record("unknown", actor=actor.actor, action=action, error=exc.detail)
         except GraphError as exc:
             outcome = await self._graph_error(action, actor, exc)
         else:
             deps.checkpoint("after_graph")
-            outcome = await deps.store.transition(action, SUBMITTED, graph_request_id=response.request_id)
+            outcome = await deps.store.transition(
+                action, SUBMITTED, graph_request_id=response.request_id, next_check_at=self.first_check()
+            )
             await deps.audit.record("succeeded", actor=actor.actor, action=action, request_id=response.request_id)
         final = outcome or await deps.store.get(action.id) or action
         await self.views.update_shared(final)
@@ -161,6 +173,7 @@ class Submission:
             await self.views.update_shared(action)
             await self.views.notify_unknown(action)
             counts["notified"] += 1
+        counts.update(await self.tracking.check_due())
         return counts
 
     async def reconcile(self, action: Action) -> Action | None:
@@ -175,7 +188,9 @@ class Submission:
         # Only a record that started after this action was committed as *submitting* (allowing for clock skew
         # between this host and Intune) is this action's; an older attempt on the same device is not.
         if record and started is not None and started >= action.updated_at - RECONCILE_CLOCK_SKEW:
-            updated = await deps.store.transition(action, SUBMITTED, error_code=None, error_message=None)
+            updated = await deps.store.transition(
+                action, SUBMITTED, error_code=None, error_message=None, next_check_at=self.first_check()
+            )
             if updated is not None:
                 await deps.audit.record(
                     "succeeded", actor=None, action=action, reconciled=True, action_state=record.get("actionState")
@@ -184,7 +199,11 @@ class Submission:
                 await self.views.notify(updated, m.proactive_done(updated.device_name))
             return updated
         updated = await deps.store.transition(
-            action, UNKNOWN, error_code="interrupted", error_message="the bot stopped while the request was being sent"
+            action,
+            UNKNOWN,
+            error_code="interrupted",
+            error_message="the bot stopped while the request was being sent",
+            next_check_at=self.first_check(),
         )
         if updated is not None:
             await deps.audit.record("unknown", actor=None, action=action, reconciled=True)

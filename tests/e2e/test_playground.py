@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 DEVICE = "NHS-CART3-01"
 DEVICE_ID = "27ab6835-99f8-5907-ac4d-64c0365f0d40"  # its Intune id in simulator/seeds/demo.yaml
 RETIRING = m.reason_label("retiring_device")  # "Retiring device (donated, recycled or out of use)"
-DONE = m.CARD_TITLE_DONE
+DONE = m.CARD_TITLE_SENT
 PHONE_WIDTH = 390
 EXPECT_TIMEOUT_MS = 15_000  # card updates after a click (Playwright's own default is 5 s)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot import messages as m
 from bot.store import AWAITING_APPROVAL, CANCELLED, EXPIRED, SUBMITTED
 from tests.harness import ADELE, ALEX, LYNNE, MEGAN, PATTI, action_id_of, card_of, card_text, verbs_in
 
@@ -68,7 +69,7 @@ async def test_approver_outside_the_approver_group_is_refused(make_bot, sim):
     approved = card_of(
         await bot.click(ALEX, "approval.approve", {"actionId": action_id}, conversation_type="groupChat")
     )
-    assert "Deprovisioned" in card_text(approved) and "Alex Wilber" in card_text(approved)
+    assert m.CARD_TITLE_SENT in card_text(approved) and "Alex Wilber" in card_text(approved)
     assert len(sim.deprovision_posts()) == 1
 
 
@@ -177,11 +178,11 @@ async def test_approval_channel_gets_a_proactive_card(make_bot, sim, connector):
             reply_to=approval_message,
         )
     )
-    assert "Deprovisioned" in card_text(done)
+    assert m.CARD_TITLE_SENT in card_text(done)
     await connector.wait_for(
-        lambda c: [u for u in c.updates(approval_message) if "Deprovisioned" in card_text(u.cards[0])]
+        lambda c: [u for u in c.updates(approval_message) if m.CARD_TITLE_SENT in card_text(u.cards[0])]
     )
-    await connector.wait_for(lambda c: [u for u in c.updates(message_id) if "Deprovisioned" in card_text(u.cards[0])])
+    await connector.wait_for(lambda c: [u for u in c.updates(message_id) if m.CARD_TITLE_SENT in card_text(u.cards[0])])
     assert len(sim.deprovision_posts()) == 1
 
 
@@ -199,4 +200,4 @@ async def test_pending_lists_requests_and_opens_them_for_approval(make_bot, sim)
     assert "NHS-CART3-01" in own and "your request" in own
     assert "Nothing is waiting" in (await bot.say(LYNNE, "pending"))[-1].text
     done = card_of(await bot.click(PATTI, "approval.approve", {"actionId": action_id}))
-    assert "Deprovisioned" in card_text(done)
+    assert m.CARD_TITLE_SENT in card_text(done)

@@ -85,13 +85,13 @@ async def test_confirm_deprovisions_once_and_updates_the_card_for_everyone(bot, 
         )
     )
     text = card_text(done)
-    assert "Deprovisioned" in text and "Alex Wilber" in text and "factory reset" in text
+    assert m.CARD_TITLE_SENT in text and "Alex Wilber" in text and "factory reset" in text
     assert "Retiring device" in text and "NHS-CART3-01" in text
     posts = sim.deprovision_posts()
     assert len(posts) == 1 and posts[0].body == {"deprovisionReason": "retiring_device"}
     assert posts[0].request_id and posts[0].request_id in text
     updated = await connector.wait_for(lambda c: c.updates(message_id))
-    assert "Deprovisioned" in card_text(updated[-1].cards[0])
+    assert m.CARD_TITLE_SENT in card_text(updated[-1].cards[0])
     assert not verbs_in(updated[-1].cards[0])
     events = [row["event"] async for row in bot.services.audit.rows()]
     assert events == ["requested", "confirmed", "submitted", "succeeded"]
@@ -234,7 +234,7 @@ async def test_group_chat_flow_updates_the_shared_card(bot, sim, connector):
     await bot.click(ALEX, "deprovision.confirm", data, conversation_type="groupChat", reply_to=message_id)
     updates = await connector.wait_for(lambda c: c.updates(message_id))
     shared = updates[-1].cards[0]
-    assert "Deprovisioned" in card_text(shared) and "refresh" not in shared
+    assert m.CARD_TITLE_SENT in card_text(shared) and "refresh" not in shared
 
 
 async def test_slow_graph_answers_working_then_updates_the_card(make_bot, sim, connector):
@@ -251,7 +251,7 @@ async def test_slow_graph_answers_working_then_updates_the_card(make_bot, sim, c
     )
     assert "Deprovisioning…" in card_text(response) and not verbs_in(response)
     updated = await connector.wait_for(
-        lambda c: [u for u in c.updates(message_id) if "Deprovisioned" in card_text(u.cards[0])], timeout=10
+        lambda c: [u for u in c.updates(message_id) if m.CARD_TITLE_SENT in card_text(u.cards[0])], timeout=10
     )
     assert updated
     assert len(sim.deprovision_posts()) == 1
@@ -274,7 +274,7 @@ async def test_throttled_graph_offers_retry_that_is_single_use(make_bot, sim):
     sim.control.reset()
     retry = {"actionId": action_id_of(card)}
     results = await asyncio.gather(*(bot.click(ALEX, "deprovision.retry", retry) for _ in range(3)))
-    assert any("Deprovisioned" in card_text(card_of(r)) for r in results)
+    assert any(m.CARD_TITLE_SENT in card_text(card_of(r)) for r in results)
     assert len(sim.deprovision_posts()) == 1
 
 
@@ -327,7 +327,7 @@ async def test_status_and_history(bot, sim):
     await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id_of(card), "reason": "retiring_device"})
     status = (await bot.say(ALEX, f"status {SERIAL}"))[-1].cards[0]
     text = card_text(status)
-    assert "NHS-CART3-01" in text and "deprovisioned — Alex Wilber" in text
+    assert "NHS-CART3-01" in text and "sent to Intune, waiting for Google — Alex Wilber" in text
     history = (await bot.say(ALEX, "history"))[-1].cards[0]
     assert "NHS-CART3-01" in card_text(history)
     assert "Managed devices / Read" in (await bot.say(LYNNE, "history"))[-1].text

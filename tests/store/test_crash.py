@@ -201,7 +201,7 @@ async def _crash_and_recover(
             updates = [c for c in after_restart if c.method == "update" and c.activity_id == crash.card_activity_id]
             assert updates and updates[-1].cards, (crash.point, [c.method for c in after_restart])
             shown = card_text(updates[-1].cards[0])
-            title = m.CARD_TITLE_UNKNOWN if crash.point == "before" else m.CARD_TITLE_DONE
+            title = m.CARD_TITLE_UNKNOWN if crash.point == "before" else m.CARD_TITLE_SENT
             assert title in shown, (crash.point, shown)
 
         # The audit trail tells the same story and still verifies.

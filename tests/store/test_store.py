@@ -18,6 +18,7 @@ from bot.migrations import head_revision
 from bot.store import (
     AWAITING_APPROVAL,
     CANCELLED,
+    CONFIRMED,
     EXPIRED,
     FAILED,
     INFLIGHT_STATES,
@@ -51,6 +52,10 @@ EXPECTED_MACHINE = {
     (SUBMITTING, UNKNOWN),
     (FAILED, SUBMITTING),  # retry after a throttled request
     (UNKNOWN, SUBMITTED),  # reconciled from Graph's deviceActionResults
+    (SUBMITTED, CONFIRMED),  # Intune's own record says it was carried out
+    (SUBMITTED, FAILED),  # Intune's own record says it failed
+    (UNKNOWN, CONFIRMED),  # an ambiguous write Intune did carry out
+    (UNKNOWN, FAILED),  # an ambiguous write Intune never recorded (or reports failed)
 }
 ALLOWED = sorted(EXPECTED_MACHINE)
 DISALLOWED = [(src, dst) for src in STATES for dst in STATES if dst != src and (src, dst) not in EXPECTED_MACHINE]
@@ -300,7 +305,8 @@ async def _second_action_on_a_busy_device_is_refused(store: Store) -> None:
 async def _unknown_cannot_become_submitted_while_another_action_holds_the_device(store: Store) -> None:
     device = new_device_id()
     await store.create(make_action(SUBMITTED, device_id=device))
-    lost = await store.create(make_action(UNKNOWN, device_id=device))
+    # A row from before unknown writes held their device (migration 0004 does not lock old rows).
+    lost = await store.create(make_action(UNKNOWN, device_id=device, inflight_device=None))
     with pytest.raises(DeviceBusy):
         await store.transition(lost, SUBMITTED)
 
@@ -325,8 +331,10 @@ async def test_device_is_released_by_failure_and_final_states(store: Store) -> N
     assert taken is not None and taken.inflight_device == device
     with pytest.raises(DeviceBusy):  # the retry of the first must now wait
         await store.transition(failed, SUBMITTING)
-    unknown = await store.transition(taken, UNKNOWN)
-    assert unknown is not None and unknown.inflight_device is None
+    unknown = await store.transition(taken, UNKNOWN)  # an ambiguous write keeps the device locked…
+    assert unknown is not None and unknown.inflight_device == device
+    settled = await store.transition(unknown, FAILED)  # …until Intune's record settles it
+    assert settled is not None and settled.inflight_device is None
     assert await store.inflight_for_device(device) is None
 
 
