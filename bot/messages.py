@@ -88,13 +88,26 @@ def welcome() -> str:
     )
 
 
-def unknown_command(text: str) -> str:
+def unknown_command(text: str, suggestion: str | None = None) -> str:
+    """One answer for text that is no command: a "did you mean" for a mistyped command word, else the help."""
+    if suggestion:
+        rest = text.partition(" ")[2].strip()
+        example = plain(f"{suggestion} {rest}".strip()[:80])
+        return f"I didn't understand “{md(text[:60])}”. Did you mean `{example}`? Type `help` to see what I can do."
     return f"I didn't understand “{md(text[:60])}”. " + help_text()
 
 
-def usage(problem: str) -> str:
+USAGE = {
+    "deprovision": "`deprovision <device name | serial | Intune id | Entra device id>`",
+    "status": "`status <device name | serial | Intune id | Entra device id>`",
+    "history": "`history` or `history <device>`",
+    "pending": "`pending`",
+}
+
+
+def usage(problem: str, command: str = "deprovision") -> str:
     return {
-        "empty": "Tell me which device: `deprovision <device name | serial | Intune id | Entra device id>`.",
+        "empty": f"Tell me which device: {USAGE.get(command, USAGE['deprovision'])}.",
         "too_long": "That message is too long. Use a device name, serial number or id (up to 128 characters).",
         "control": "That text contains characters I can't use in a device name. Type the name or serial plainly.",
         "message_too_long": "That message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",

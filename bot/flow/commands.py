@@ -35,6 +35,10 @@ from cards.info import help_card, history_card, pending_card, selection_card, st
 Found = list[tuple[Device, Access]]
 
 
+def _command_name(command: cmd.Command) -> str:
+    return {cmd.Status: "status", cmd.History: "history", cmd.Pending: "pending"}.get(type(command), "deprovision")
+
+
 class Commands:
     def __init__(self, deps: Deps, views: Views) -> None:
         self.deps = deps
@@ -45,9 +49,9 @@ class Commands:
         if isinstance(command, cmd.Help):
             return Reply(card=help_card())
         if isinstance(command, cmd.Invalid):
-            return Reply(text=m.usage(command.problem))
+            return Reply(text=m.usage(command.problem, command.command))
         if isinstance(command, cmd.Unknown):
-            return Reply(card=help_card(), text=m.unknown_command(command.text))
+            return Reply(text=m.unknown_command(command.text, command.suggestion))
         if not USER_ID_RE.match(who.aad_id):
             return Reply(text=m.anonymous_user())
         try:
@@ -59,7 +63,7 @@ class Commands:
                 return await self._history(who, command.target)
             return await self._pending(who)
         except InvalidInput as exc:
-            return Reply(text=m.usage(exc.problem))
+            return Reply(text=m.usage(exc.problem, _command_name(command)))
         except (RbacUnavailable, GraphError) as exc:
             return Reply(text=unavailable(exc))
 
