@@ -210,6 +210,7 @@ CARD_TITLE_FAILED = "Deprovisioning failed"
 CARD_TITLE_UNKNOWN = "Outcome unknown"
 CARD_TITLE_CANCELLED = "Cancelled"
 CARD_TITLE_EXPIRED = "Expired"
+CARD_TITLE_SUPERSEDED = "Replaced by a newer request"
 CARD_TITLE_REJECTED = "Rejected"
 CARD_TITLE_UNAVAILABLE = "Not available"
 CARD_WHAT_TITLE = "What deprovisioning does"
@@ -295,6 +296,16 @@ def card_unknown(device_name: str) -> str:
 
 def card_cancelled(name: str) -> str:
     return f"Cancelled by {md(name)}. Nothing was changed."
+
+
+def card_superseded(device_name: str, serial: str, requester: str) -> list[str]:
+    """The lines of a request's card once a newer request for the device replaced it (no buttons)."""
+    device = f"**{md(device_name)}**" + (f" (serial {md(serial)})" if serial and serial != device_name else "")
+    return [
+        f"Deprovision {device} — requested by {md(requester)}.",
+        "A newer request for this device replaced this one, or another request for it was confirmed. "
+        "Nothing was sent to Intune from this card; use the newest card.",
+    ]
 
 
 def card_expired() -> str:
@@ -425,6 +436,7 @@ def state_label(state: str) -> str:
         "unknown": "outcome unknown",
         "cancelled": "cancelled",
         "expired": "expired",
+        "superseded": "superseded by a newer request",
     }.get(state, state)
 
 

@@ -7,7 +7,8 @@ States::
         │   ╲─peer mode─▶ awaiting_approval ──approve──▶ submitting
         │                      │                 ╲──error──▶ failed ──retry (if Graph said "later")──▶ submitting
         ├──cancel──▶ cancelled  ├──reject──▶ cancelled  ╲──timeout──▶ unknown
-        └──ttl──▶ expired       └──ttl──▶ expired
+        ├──ttl──▶ expired       └──ttl──▶ expired
+        └──a newer request for the device, or another one confirmed──▶ superseded
 
 Every transition is one conditional ``UPDATE … WHERE id = ? AND version = ? AND state IN (…)``; the row's
 ``version`` increments, so two instances receiving the same click cannot both proceed. ``inflight_device`` is
@@ -50,6 +51,7 @@ class State(enum.StrEnum):
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    SUPERSEDED = "superseded"
 
 
 REQUESTED = State.REQUESTED
@@ -60,14 +62,15 @@ FAILED = State.FAILED
 UNKNOWN = State.UNKNOWN
 CANCELLED = State.CANCELLED
 EXPIRED = State.EXPIRED
-STATES = (REQUESTED, AWAITING_APPROVAL, SUBMITTING, SUBMITTED, FAILED, UNKNOWN, CANCELLED, EXPIRED)
+SUPERSEDED = State.SUPERSEDED
+STATES = (REQUESTED, AWAITING_APPROVAL, SUBMITTING, SUBMITTED, FAILED, UNKNOWN, CANCELLED, EXPIRED, SUPERSEDED)
 OPEN_STATES = (REQUESTED, AWAITING_APPROVAL)
 INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED)
-FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED)
+FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED, SUPERSEDED)
 
 #: The allowed transitions — the one table the workflow obeys.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    REQUESTED: (SUBMITTING, AWAITING_APPROVAL, CANCELLED, EXPIRED, FAILED),
+    REQUESTED: (SUBMITTING, AWAITING_APPROVAL, CANCELLED, EXPIRED, FAILED, SUPERSEDED),
     AWAITING_APPROVAL: (SUBMITTING, CANCELLED, EXPIRED, FAILED),
     SUBMITTING: (SUBMITTED, FAILED, UNKNOWN),
     FAILED: (SUBMITTING,),
@@ -75,6 +78,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     UNKNOWN: (SUBMITTED,),
     CANCELLED: (),
     EXPIRED: (),
+    SUPERSEDED: (),
 }
 
 actions = sa.Table(
@@ -433,6 +437,13 @@ class Store:
     async def inflight_for_device(self, device_id: str) -> Action | None:
         found = await self._select(actions.c.inflight_device == device_id, limit=1)
         return found[0] if found else None
+
+    async def requested_for_device(self, device_id: str, *, except_id: str | None = None) -> list[Action]:
+        """The device's requests still waiting for their requester's confirmation (the ones a newer one supersedes)."""
+        where = [actions.c.device_id == device_id, actions.c.state == REQUESTED]
+        if except_id:
+            where.append(actions.c.id != except_id)
+        return await self._select(*where, order=actions.c.created_at.asc(), limit=50)
 
     async def latest_for_device(self, device_id: str) -> Action | None:
         found = await self._select(actions.c.device_id == device_id, order=actions.c.created_at.desc(), limit=1)

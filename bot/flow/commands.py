@@ -28,11 +28,16 @@ from bot.flow.base import (
 from bot.flow.submission import chrome_state
 from bot.flow.views import Views
 from bot.rbac import Access
-from bot.store import REQUESTED, Action, Selection
+from bot.store import EXPIRED, OPEN_STATES, REQUESTED, Action, Selection
 from cards.deprovision import message_card
 from cards.info import help_card, history_card, pending_card, selection_card, status_card
 
 Found = list[tuple[Device, Access]]
+
+
+def _final(action: Action, now: float) -> str:
+    """The state history shows: a request past its deadline is *expired* even before the sweep has moved it."""
+    return EXPIRED if action.state in OPEN_STATES and action.expired(now) else action.state
 
 
 def _command_name(command: cmd.Command) -> str:
@@ -174,6 +179,7 @@ class Commands:
         )
         await deps.store.create(action)
         await deps.audit.record("requested", actor=who.actor, action=action, decision=decision.audit())
+        await self.views.supersede_others(action)  # one live card per device: the newest
         viewer = Viewer.OTHER if conv.is_group else Viewer.REQUESTER
         return Reply(card=await self.views.render(action, viewer), action_id=action.id)
 
@@ -253,10 +259,13 @@ class Commands:
             items = await self._still_readable(who, await self.deps.store.history(requester_id=who.aad_id))
         if not items:
             return Reply(text=m.history_empty(label))
+        now = self.deps.clock()
         rows = [
             (
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.created_at)),
-                m.history_row(a.device_name, a.device_serial, m.state_label(a.state), a.requester_name, a.reason),
+                m.history_row(
+                    a.device_name, a.device_serial, m.state_label(_final(a, now)), a.requester_name, a.reason
+                ),
             )
             for a in items
         ]

@@ -25,6 +25,7 @@ from bot.store import (
     STATES,
     SUBMITTED,
     SUBMITTING,
+    SUPERSEDED,
     TRANSITIONS,
     UNKNOWN,
     Action,
@@ -42,6 +43,7 @@ EXPECTED_MACHINE = {
     (REQUESTED, CANCELLED),
     (REQUESTED, EXPIRED),
     (REQUESTED, FAILED),  # re-check at confirmation failed (device changed, role lost)
+    (REQUESTED, SUPERSEDED),  # a newer request for the device, or another request for it was confirmed
     (AWAITING_APPROVAL, SUBMITTING),  # approve
     (AWAITING_APPROVAL, CANCELLED),  # reject / cancel
     (AWAITING_APPROVAL, EXPIRED),
