@@ -127,6 +127,11 @@ def not_found(query: str) -> str:
     )
 
 
+def suggest_intro(query: str) -> str:
+    """A near miss: the one not-found answer, then devices with a similar name or serial that you can manage."""
+    return f"{not_found(query)} Did you mean one of these?"
+
+
 def ambiguous(query: str, count: int) -> str:
     more = f" (showing the first 10 of {count})" if count > 10 else ""
     return f"**{md(query)}** matches {count} devices{more}. Pick the right one — or use its serial number."
@@ -223,6 +228,8 @@ CARD_BUTTON_APPROVE = "Approve"
 CARD_BUTTON_REJECT = "Reject"
 CARD_REJECT_COMMENT_LABEL = "Comment (required to reject)"
 CARD_SELECT_TITLE = "Which device did you mean?"
+CARD_SUGGEST_TITLE = "Did you mean …?"
+MAX_SUGGESTIONS = 5
 FACT_DEVICE = "Device"
 FACT_SERIAL = "Serial"
 FACT_USER = "Primary user"

@@ -40,6 +40,22 @@ def _final(action: Action, now: float) -> str:
     return EXPIRED if action.state in OPEN_STATES and action.expired(now) else action.state
 
 
+def _retitled(card: dict[str, Any], query: str, count: int) -> dict[str, Any]:
+    """The "which one?" card worded as "did you mean": its title and intro swapped for the suggestion texts.
+
+    cards/ has no suggestion card (yet); the choice card's buttons, data and layout are exactly what is needed.
+    """
+    swap = {
+        m.CARD_SELECT_TITLE: m.CARD_SUGGEST_TITLE,
+        m.ambiguous(query, count): m.suggest_intro(query),
+    }
+    for element in card.get("body", []):
+        if isinstance(element, dict) and element.get("text") in swap:
+            element["text"] = swap[element["text"]]
+    card["fallbackText"] = m.suggest_intro(query)
+    return card
+
+
 def _command_name(command: cmd.Command) -> str:
     return {cmd.Status: "status", cmd.History: "history", cmd.Pending: "pending"}.get(type(command), "deprovision")
 
@@ -86,7 +102,7 @@ class Commands:
     async def _deprovision(self, who: Requester, conv: Conversation, command: cmd.Deprovision) -> Reply:
         if command.reason_text:
             return Reply(text=m.unknown_reason(command.reason_text))
-        found = await self._readable(who, command.target)
+        found = await self._readable(who, command.target, suggest=True, reason=command.reason)
         if isinstance(found, Reply):
             return found
         if len(found) == 1:
@@ -94,7 +110,9 @@ class Commands:
             return await self.request(who, conv, device, command.reason, access=access)
         return await self._offer_choice(who, command.target, found, command.reason)
 
-    async def _readable(self, who: Requester, target: str) -> Found | Reply:
+    async def _readable(
+        self, who: Requester, target: str, *, suggest: bool = False, reason: str | None = None
+    ) -> Found | Reply:
         """The devices matching ``target`` exactly that the requester could see in Intune (least disclosure).
 
         Not found and not readable get the same answer; so does a requester who may read no device at all (the
@@ -110,10 +128,32 @@ class Commands:
             return readable
         if result.incomplete and not candidates:
             return Reply(text=m.lookup_incomplete(result.query))
+        if suggest:
+            # Computed the same way whether an unreadable exact match exists or nothing does (least disclosure).
+            offer = await self._suggest(who, result.query, reason)
+            if offer is not None:
+                return offer
         return Reply(text=m.not_found(result.query))
 
-    async def _offer_choice(self, who: Requester, query: str, found: Found, reason: str | None) -> Reply:
-        """Several readable devices match: a "which one?" card listing only those."""
+    async def _suggest(self, who: Requester, query: str, reason: str | None) -> Reply | None:
+        """ "Did you mean …?": near misses the requester can read, as buttons that start the normal flow.
+
+        Nothing fuzzy reaches a confirmation: a button only picks a device (a server-side selection, as for "which
+        one?"); the request that follows runs every check again on that exact device.
+        """
+        near = await self.deps.devices.near(query)
+        if not near:
+            return None
+        accesses = await self.deps.rbac.access_many(who.aad_id, near)
+        readable = [(d, a) for d, a in zip(near, accesses, strict=True) if a.readable][: m.MAX_SUGGESTIONS]
+        if not readable:
+            return None
+        selection_id = await self._new_selection(who, readable, reason)
+        candidates = [d.snapshot() for d, _ in readable]
+        card = selection_card(query, len(readable), selection_id, candidates)
+        return Reply(card=_retitled(card, query, len(readable)), selection_id=selection_id)
+
+    async def _new_selection(self, who: Requester, found: Found, reason: str | None) -> str:
         now = self.deps.clock()
         selection = Selection(
             id=secrets.token_urlsafe(18),
@@ -125,8 +165,13 @@ class Commands:
             expires_at=now + self.deps.settings.action_ttl,
         )
         await self.deps.store.create_selection(selection)
-        card = selection_card(query, len(found), selection.id, selection.candidates)
-        return Reply(card=card, selection_id=selection.id)
+        return selection.id
+
+    async def _offer_choice(self, who: Requester, query: str, found: Found, reason: str | None) -> Reply:
+        """Several readable devices match: a "which one?" card listing only those."""
+        selection_id = await self._new_selection(who, found, reason)
+        card = selection_card(query, len(found), selection_id, [d.snapshot() for d, _ in found])
+        return Reply(card=card, selection_id=selection_id)
 
     async def request(
         self,

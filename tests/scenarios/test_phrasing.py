@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot import messages as m
-from tests.harness import ALEX, LYNNE, card_text, verbs_in
+from tests.harness import ADELE, ALEX, ISAIAH, LYNNE, card_of, card_text, verbs_in
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,46 @@ async def test_denial_names_the_command_typed(bot):
     for text in ("history", "History please", "can you show history?"):
         reply = (await bot.say(LYNNE, text))[-1].text
         assert "`history`" in reply and "Managed devices / Read" in reply, text
+
+
+# -- near misses: "did you mean …?" ---------------------------------------------------------------------------
+
+
+async def test_a_typo_in_the_serial_offers_the_device_and_the_button_starts_the_normal_flow(bot, sim):
+    replies = await bot.say(ALEX, "deprovision 5CD0832TGI please")  # the serial ends in L, not I
+    assert len(replies) == 1 and replies[0].cards
+    card = replies[0].cards[0]
+    text = card_text(card)
+    assert m.CARD_SUGGEST_TITLE in text and "No device you can manage matches **5CD0832TGI**" in text
+    assert "NHS-CART3-01" in text and "5CD0832TGL" in text
+    assert verbs_in(card) == ["deprovision.select"]
+    data = card["actions"][0]["data"]
+    assert set(data) == {"selectionId", "index", "verb"}  # only a server-side id travels in the card
+    confirm = card_of(await bot.click(ALEX, "deprovision.select", data, reply_to=replies[0].activity_id))
+    assert verbs_in(confirm) == ["deprovision.confirm", "deprovision.cancel"]
+    assert "NHS-CART3-01" in card_text(confirm)
+    assert not sim.deprovision_posts()
+
+
+async def test_a_typo_in_the_name_offers_at_most_five_readable_devices(bot, sim):
+    replies = await bot.say(ALEX, "deprovision NHS-CART7-0")
+    card = replies[-1].cards[0]
+    assert m.CARD_SUGGEST_TITLE in card_text(card)
+    assert 1 <= len(verbs_in(card)) <= m.MAX_SUGGESTIONS
+
+
+async def test_suggestions_list_only_devices_the_requester_can_read(bot, sim):
+    alex = (await bot.say(ALEX, "deprovision RMS-LOANER-0l"))[-1]
+    assert alex.cards and "RMS-LOANER-01" in card_text(alex.cards[0])
+    # Adele (Northside tag) and Lynne (no role) cannot read Riverside devices: the one not-found answer, no card.
+    for user in (ADELE, LYNNE):
+        reply = (await bot.say(user, "deprovision RMS-LOANER-0l"))[-1]
+        assert not reply.cards and reply.text == m.not_found("RMS-LOANER-0l"), user.name
+    # Isaiah (Riverside) gets Riverside suggestions only, never a Northside device.
+    isaiah = (await bot.say(ISAIAH, "deprovision NHS-CART3-0l"))[-1]
+    assert not isaiah.cards and isaiah.text == m.not_found("NHS-CART3-0l")
+
+
+async def test_nothing_near_is_the_plain_not_found(bot, sim):
+    reply = (await bot.say(ALEX, "deprovision NO-SUCH-DEVICE-99"))[-1]
+    assert not reply.cards and reply.text == m.not_found("NO-SUCH-DEVICE-99")
