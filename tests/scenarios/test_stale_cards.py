@@ -93,3 +93,19 @@ async def test_cancelled_request_shows_cancelled_in_history(bot, sim, connector)
     assert (await bot.services.store.get(action_id)).state == CANCELLED
     text = await history_text(bot)
     assert m.state_label(CANCELLED) in text and m.state_label(REQUESTED) not in text
+
+
+async def test_confirming_in_peer_mode_supersedes_the_devices_other_open_requests(make_bot, sim, connector):
+    bot = await make_bot(APPROVAL_MODE="peer")
+    card, _ = await request_card(bot)
+    store = bot.services.store
+    current = await store.get(action_id_of(card))
+    other = dataclasses.replace(current, id=secrets.token_urlsafe(18), created_at=current.created_at - 1, version=1)
+    await store.create(other)
+    waiting = card_of(
+        await bot.click(ALEX, "deprovision.confirm", {"actionId": current.id, "reason": "retiring_device"})
+    )
+    assert "Waiting for approval" in card_text(waiting)
+    assert (await store.get(other.id)).state == SUPERSEDED
+    text = await history_text(bot)
+    assert m.state_label(SUPERSEDED) in text and m.state_label(REQUESTED) not in text
