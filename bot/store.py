@@ -438,11 +438,15 @@ class Store:
         found = await self._select(actions.c.inflight_device == device_id, limit=1)
         return found[0] if found else None
 
-    async def requested_for_device(self, device_id: str, *, except_id: str | None = None) -> list[Action]:
+    async def requested_for_device(
+        self, device_id: str, *, except_id: str | None = None, created_before: float | None = None
+    ) -> list[Action]:
         """The device's requests still waiting for their requester's confirmation (the ones a newer one supersedes)."""
         where = [actions.c.device_id == device_id, actions.c.state == REQUESTED]
         if except_id:
             where.append(actions.c.id != except_id)
+        if created_before is not None:
+            where.append(actions.c.created_at < created_before)
         return await self._select(*where, order=actions.c.created_at.asc(), limit=50)
 
     async def latest_for_device(self, device_id: str) -> Action | None:

@@ -73,11 +73,13 @@ class Views:
             card = await self.render(action, Viewer.OTHER, approval_card=True)
             await notifier.update(approval, action.approval_activity_id, card)
 
-    async def supersede_others(self, action: Action) -> None:
-        """``action`` is the device's newest or confirmed request: every other one still waiting for its requester's
-        confirmation is superseded, and each of its cards loses its buttons in place."""
+    async def supersede_others(self, action: Action, *, confirmed: bool = False) -> None:
+        """``action`` is the device's newest request (or, ``confirmed``, the one confirmed): every other request
+        still waiting for its requester's confirmation — older ones only, for a new request, so two requests created
+        at once cannot supersede each other — is superseded, and each of its cards loses its buttons in place."""
         store = self.deps.store
-        for older in await store.requested_for_device(action.device_id, except_id=action.id):
+        before = None if confirmed else action.created_at
+        for older in await store.requested_for_device(action.device_id, except_id=action.id, created_before=before):
             updated = await store.transition(older, SUPERSEDED, from_states=(REQUESTED,))
             if updated is None:
                 continue  # its requester confirmed or cancelled it meanwhile

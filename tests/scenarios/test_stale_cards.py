@@ -109,3 +109,16 @@ async def test_confirming_in_peer_mode_supersedes_the_devices_other_open_request
     assert (await store.get(other.id)).state == SUPERSEDED
     text = await history_text(bot)
     assert m.state_label(SUPERSEDED) in text and m.state_label(REQUESTED) not in text
+
+
+async def test_two_requests_created_at_once_never_supersede_each_other(bot, sim):
+    # The older request's creation finishing late (another instance, a slow database) must not close the newer one.
+    card, _ = await request_card(bot)
+    store = bot.services.store
+    older = await store.get(action_id_of(card))
+    newer = dataclasses.replace(older, id=secrets.token_urlsafe(18), created_at=older.created_at + 5, version=1)
+    await store.create(newer)
+    await bot.services.workflow.views.supersede_others(older)
+    assert (await store.get(newer.id)).state == REQUESTED
+    await bot.services.workflow.views.supersede_others(newer)
+    assert (await store.get(older.id)).state == SUPERSEDED
