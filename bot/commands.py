@@ -136,16 +136,22 @@ def suggest_verb(word: str) -> str | None:
     return VERBS[close[0]] if close else None
 
 
+def _command_of(text: str) -> str:
+    """The command a message was meant to be, for naming it in a usage answer (``deprovision`` when unclear)."""
+    match = _VERB.match(strip_polite(_CONTROL.sub(" ", text).strip()))
+    return VERBS.get(match.group(1).lower().rstrip(":,"), "deprovision") if match else "deprovision"
+
+
 def parse(raw: str | None) -> Command:
     if raw is None or not raw.strip():
         return Invalid("empty")
     if len(raw) > MAX_MESSAGE_LENGTH:
-        return Invalid("message_too_long")
+        return Invalid("message_too_long", _command_of(normalise(raw[:200])))
     text = normalise(raw)
     if not text:
         return Invalid("empty")
     if _CONTROL.search(text):
-        return Invalid("control")
+        return Invalid("control", _command_of(text))
     if text.lower().strip(" ?!.") in _HELP_WORDS or text.strip() == "?":
         return Help()
     text = strip_polite(text)

@@ -108,9 +108,9 @@ USAGE = {
 def usage(problem: str, command: str = "deprovision") -> str:
     return {
         "empty": f"Tell me which device: {USAGE.get(command, USAGE['deprovision'])}.",
-        "too_long": "That message is too long. Use a device name, serial number or id (up to 128 characters).",
-        "control": "That text contains characters I can't use in a device name. Type the name or serial plainly.",
-        "message_too_long": "That message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
+        "too_long": f"That device is too long for `{command}`. Use a device name, serial number or id (up to 128 characters).",
+        "control": f"That `{command}` contains characters I can't use in a device name. Type the name or serial plainly.",
+        "message_too_long": f"That `{command}` message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
     }.get(problem, help_text())
 
 

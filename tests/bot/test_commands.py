@@ -49,6 +49,10 @@ from bot.commands import Deprovision, Help, History, Invalid, Pending, Status, U
         ("deprovison NHS-CART3-01", Unknown("deprovison NHS-CART3-01", "deprovision")),
         ("stauts NHS-CART3-01", Unknown("stauts NHS-CART3-01", "status")),
         ("make me a sandwich", Unknown("make me a sandwich")),
+        ("status ABC\x07DEF", Invalid("control", "status")),
+        ("can you show history of \x07?", Invalid("control", "history")),
+        ("pending " + "x" * 1000, Invalid("message_too_long", "pending")),
+        ("x" * 1001, Invalid("message_too_long", "deprovision")),
     ],
 )
 def test_parse(text: str, expected: object) -> None:

@@ -124,3 +124,11 @@ async def test_suggestions_list_only_devices_the_requester_can_read(bot, sim):
 async def test_nothing_near_is_the_plain_not_found(bot, sim):
     reply = (await bot.say(ALEX, "deprovision NO-SUCH-DEVICE-99"))[-1]
     assert not reply.cards and reply.text == m.not_found("NO-SUCH-DEVICE-99")
+
+
+@pytest.mark.parametrize("command", ["deprovision", "status", "history"])
+async def test_every_usage_answer_names_the_command_typed(bot, sim, command):
+    for text in (f"{command} ABC\x07DEF", f"{command} " + "A" * 300, f"please {command} " + "A" * 1200):
+        reply = (await bot.say(ALEX, text))[-1].text
+        assert f"`{command}`" in reply, (text[:30], reply)
+        assert not [c for c in sim.calls if "managedDevices" in c.path]
