@@ -52,7 +52,7 @@ def _retitled(card: dict[str, Any], query: str, count: int) -> dict[str, Any]:
     for element in card.get("body", []):
         if isinstance(element, dict) and element.get("text") in swap:
             element["text"] = swap[element["text"]]
-    card["fallbackText"] = m.suggest_intro(query)
+    card["fallbackText"] = m.suggest_intro(query)[:300]
     return card
 
 
