@@ -59,6 +59,7 @@ EVENTS = (
     "unknown",
     "cancelled",
     "expired",
+    "superseded",  # a newer request for the device replaced it, or another request for it was confirmed
     "sealed",  # the first keyed row after rows written before AUDIT_KEY existed (see AuditLog.seal)
 )
 _HASHED = (

@@ -18,6 +18,8 @@ from bot.graph import GraphClient, odata_string
 
 MAX_QUERY_LENGTH = 128
 MAX_CANDIDATES = 10
+#: "Did you mean": rows read per prefix query (one page, never more), and how different a near miss may be.
+NEAR_ROWS = 25
 #: Rows read before an eq-filter answer is considered "filter ignored and too big to scan".
 MAX_SCAN_ROWS = 5000
 
@@ -155,6 +157,24 @@ def clean_query(text: str) -> str:
     return value
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insert, delete, substitute — each costs 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def near_miss_limit(query: str) -> int:
+    """How many edits still count as a typo of ``query``: 1 for short text, about one in five characters beyond."""
+    return max(1, min(3, len(query) // 5))
+
+
 #: How a row is re-checked against the property it was filtered on (the Device view also reads legacy names).
 _VERIFY: dict[str, Callable[[Device], str]] = {
     "serialNumber": lambda d: d.serial,
@@ -200,6 +220,48 @@ class DeviceDirectory:
         wanted = value.casefold()
         devices = [Device.from_graph(r) for r in rows if isinstance(r, dict)]
         return [d for d in devices if _VERIFY[prop](d).casefold() == wanted], truncated
+
+    async def near(self, text: str) -> list[Device]:
+        """Devices whose name or serial is a near miss of ``text`` (typos), closest first — for "did you mean".
+
+        Bounded: at most three one-page prefix queries of :data:`NEAR_ROWS` rows each; every row is re-ranked here
+        by edit distance (Graph's ``startswith`` has behaved like ``contains``, and a filter may be ignored), and
+        only rows within :func:`near_miss_limit` edits are kept. Exact matches are not near misses. The caller
+        keeps only devices the requester may read. Best effort: a Graph error means no suggestions.
+        """
+        query = clean_query(text)
+        if GUID_RE.match(query) or len(query) < 4:
+            return []
+        folded = query.casefold()
+        half = query[: max(3, len(query) // 2)]
+        queries = [("deviceName", query[: max(3, len(query) - 2)]), ("deviceName", half), ("serialNumber", half)]
+        rows: dict[str, Device] = {}
+        for prop, prefix in dict.fromkeys(queries):
+            try:
+                page = await self._graph.get(
+                    "/beta/deviceManagement/managedDevices",
+                    {
+                        "$filter": f"startswith({prop}, {odata_string(prefix)})",
+                        "$select": SELECT,
+                        "$top": str(NEAR_ROWS),
+                    },
+                )
+            except GraphError:
+                return []
+            values = page.get("value") if isinstance(page, dict) else None
+            for row in (values if isinstance(values, list) else [])[:NEAR_ROWS]:
+                if isinstance(row, dict) and row.get("id"):
+                    device = Device.from_graph(row)
+                    rows.setdefault(device.id, device)
+        limit = near_miss_limit(query)
+        scored = []
+        for device in rows.values():
+            distance = min(
+                edit_distance(folded, device.name.casefold()), edit_distance(folded, device.serial.casefold())
+            )
+            if 0 < distance <= limit:
+                scored.append((distance, device.name.casefold(), device.serial, device))
+        return [d for *_, d in sorted(scored, key=lambda s: s[:3])]
 
     async def find(self, text: str) -> LookupResult:
         query = clean_query(text)

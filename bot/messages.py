@@ -121,18 +121,30 @@ def welcome() -> str:
 
 
 @_markup
-def unknown_command(text: str) -> str:
+def unknown_command(text: str, suggestion: str | None = None) -> str:
+    """One answer for text that is no command: a "did you mean" for a mistyped command word, else the help."""
+    if suggestion:
+        rest = text.partition(" ")[2].strip()
+        example = plain(f"{suggestion} {rest}".strip()[:80])
+        return f"I didn't understand “{md(text[:60])}”. Did you mean `{example}`? Type `help` to see what I can do."
     return f"I didn't understand “{md(text[:60])}”. " + help_text()
 
 
+USAGE = {
+    "deprovision": DEPROVISION_COMMAND + " — its name, serial number, Intune device id or Entra device id",
+    "status": "**status \\<device\\>** — its name, serial number, Intune device id or Entra device id",
+    "history": "**history** or **history \\<device\\>**",
+    "pending": "**pending**",
+}
+
+
 @_markup
-def usage(problem: str) -> str:
+def usage(problem: str, command: str = "deprovision") -> str:
     return {
-        "empty": f"Tell me which device: {DEPROVISION_COMMAND} — its name, serial number, Intune device id or "
-        "Entra device id.",
-        "too_long": "That message is too long. Use a device name, serial number or id (up to 128 characters).",
-        "control": "That text contains characters I can't use in a device name. Type the name or serial plainly.",
-        "message_too_long": "That message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
+        "empty": f"Tell me which device: {USAGE.get(command, USAGE['deprovision'])}.",
+        "too_long": f"That device is too long for `{command}`. Use a device name, serial number or id (up to 128 characters).",
+        "control": f"That `{command}` contains characters I can't use in a device name. Type the name or serial plainly.",
+        "message_too_long": f"That `{command}` message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
     }.get(problem, help_text())
 
 
@@ -149,6 +161,12 @@ def not_found(query: str) -> str:
         f"No device you can manage matches **{md(query)}** (I checked Intune device id, Entra device id, serial "
         "number and device name, exactly). Check the spelling, or use the serial number."
     )
+
+
+@_markup
+def suggest_intro(query: str) -> str:
+    """A near miss: the one not-found answer, then devices with a similar name or serial that you can manage."""
+    return f"{not_found(query)} Did you mean one of these?"
 
 
 @_markup
@@ -252,6 +270,7 @@ CARD_TITLE_NOT_CONFIRMED = "Not confirmed by Intune"
 FACT_CONFIRMED = "Intune confirmed"
 CARD_TITLE_CANCELLED = "Cancelled"
 CARD_TITLE_EXPIRED = "Expired"
+CARD_TITLE_SUPERSEDED = "Replaced by a newer request"
 CARD_TITLE_REJECTED = "Rejected"
 CARD_TITLE_UNAVAILABLE = "Not available"
 CARD_WHAT_TITLE = "What deprovisioning does"
@@ -265,6 +284,8 @@ CARD_BUTTON_APPROVE = "Approve"
 CARD_BUTTON_REJECT = "Reject"
 CARD_REJECT_COMMENT_LABEL = "Comment (required to reject)"
 CARD_SELECT_TITLE = "Which device did you mean?"
+CARD_SUGGEST_TITLE = "Did you mean …?"
+MAX_SUGGESTIONS = 5
 FACT_DEVICE = "Device"
 FACT_SERIAL = "Serial"
 FACT_USER = "Primary user"
@@ -367,6 +388,18 @@ def card_unknown(device_name: str) -> str:
 @_markup
 def card_cancelled(name: str) -> str:
     return f"Cancelled by {md(name)}. Nothing was changed."
+
+
+def card_superseded(device_name: str, serial: str, requester: str) -> list[Markup]:
+    """The lines of a request's card once a newer request for the device replaced it (no buttons)."""
+    device = f"**{md(device_name)}**" + (f" (serial {md(serial)})" if serial and serial != device_name else "")
+    return [
+        Markup(f"Deprovision {device} — requested by {md(requester)}."),
+        Markup(
+            "A newer request for this device replaced this one, or another request for it was confirmed. "
+            "Nothing was sent to Intune from this card; use the newest card."
+        ),
+    ]
 
 
 @_markup
@@ -524,6 +557,7 @@ def state_label(state: str) -> str:
         "cancelled": "cancelled",
         "expired": "expired",
         "confirmed": "deprovisioned (Intune confirmed)",
+        "superseded": "superseded by a newer request",
     }.get(state, state)
 
 

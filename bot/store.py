@@ -7,7 +7,8 @@ States::
         │   ╲─peer mode─▶ awaiting_approval ──approve──▶ submitting
         │                      │                 ╲──error──▶ failed ──retry (if Graph said "later")──▶ submitting
         ├──cancel──▶ cancelled  ├──reject──▶ cancelled  ╲──timeout, 5xx, dropped──▶ unknown ──Intune's record──▶
-        └──ttl──▶ expired       └──ttl──▶ expired                                    confirmed | failed
+        ├──ttl──▶ expired       └──ttl──▶ expired                                    confirmed | failed
+        └──a newer request for the device, or another one confirmed──▶ superseded
 
 *submitted* means Intune accepted the request (204); *confirmed* that Intune's own record says it was carried out.
 An *unknown* write keeps its device locked until Intune's record (or an operator) settles it.
@@ -54,6 +55,7 @@ class State(enum.StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     CONFIRMED = "confirmed"
+    SUPERSEDED = "superseded"
 
 
 REQUESTED = State.REQUESTED
@@ -65,18 +67,19 @@ UNKNOWN = State.UNKNOWN
 CANCELLED = State.CANCELLED
 EXPIRED = State.EXPIRED
 CONFIRMED = State.CONFIRMED
+SUPERSEDED = State.SUPERSEDED
 STATES = tuple(State)
 OPEN_STATES = (REQUESTED, AWAITING_APPROVAL)
 #: States that hold the device: no second request can reach Graph (an unknown write included).
 INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED, UNKNOWN, CONFIRMED)
 #: States after which the bot sends nothing more for the action (it may still follow Intune's record).
-FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED, CONFIRMED)
+FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED, CONFIRMED, SUPERSEDED)
 #: States whose outcome the bot follows in Intune's own record until it settles (or the budget runs out).
 TRACKED_STATES = (SUBMITTED, UNKNOWN)
 
 #: The allowed transitions — the one table the workflow obeys.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    REQUESTED: (SUBMITTING, AWAITING_APPROVAL, CANCELLED, EXPIRED, FAILED),
+    REQUESTED: (SUBMITTING, AWAITING_APPROVAL, CANCELLED, EXPIRED, FAILED, SUPERSEDED),
     AWAITING_APPROVAL: (SUBMITTING, CANCELLED, EXPIRED, FAILED),
     SUBMITTING: (SUBMITTED, FAILED, UNKNOWN),
     FAILED: (SUBMITTING,),
@@ -85,6 +88,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     CANCELLED: (),
     EXPIRED: (),
     CONFIRMED: (),
+    SUPERSEDED: (),
 }
 
 actions = sa.Table(
@@ -477,6 +481,17 @@ class Store:
     async def inflight_for_device(self, device_id: str) -> Action | None:
         found = await self._select(actions.c.inflight_device == device_id, limit=1)
         return found[0] if found else None
+
+    async def requested_for_device(
+        self, device_id: str, *, except_id: str | None = None, created_before: float | None = None
+    ) -> list[Action]:
+        """The device's requests still waiting for their requester's confirmation (the ones a newer one supersedes)."""
+        where = [actions.c.device_id == device_id, actions.c.state == REQUESTED]
+        if except_id:
+            where.append(actions.c.id != except_id)
+        if created_before is not None:
+            where.append(actions.c.created_at < created_before)
+        return await self._select(*where, order=actions.c.created_at.asc(), limit=50)
 
     async def latest_for_device(self, device_id: str) -> Action | None:
         found = await self._select(actions.c.device_id == device_id, order=actions.c.created_at.desc(), limit=1)

@@ -592,13 +592,13 @@ class GraphApi:
         return req.body
 
     def filter_clauses(
-        self, req: GraphRequest, allowed: Sequence[str], resource: str, *, directory: bool
+        self, req: GraphRequest, allowed: Sequence[str], resource: str, *, directory: bool, startswith: bool = False
     ) -> list[tuple[str, str]] | None:
         text = req.query.get("$filter")
         if text is None:
             return None
         try:
-            return parse_filter(text, allowed)
+            return parse_filter(text, allowed, startswith=startswith)
         except FilterError as exc:
             if directory:
                 prop = exc.prop or text.split(" ", 1)[0]
@@ -664,7 +664,7 @@ def list_managed_devices(api: GraphApi, req: GraphRequest, m: re.Match[str]) -> 
     devices = list(api.sim.state.devices.values())
     filterable = [p for p in DEVICE_FILTERABLE if p in api.device_fields(req)]
     if not api.sim.control.ignore_filters:
-        clauses = api.filter_clauses(req, filterable, "managedDevice", directory=False)
+        clauses = api.filter_clauses(req, filterable, "managedDevice", directory=False, startswith=True)
         if clauses is not None:
             devices = [d for d in devices if matches(d, clauses)]
     select = api.select(req, api.device_fields(req), "microsoft.graph.managedDevice")

@@ -31,6 +31,12 @@ class FilterError(ValueError):
         self.prop = prop
 
 
+class Prefix(str):
+    """A clause value from ``startswith(prop, 'value')`` (a plain ``str`` value means ``eq``)."""
+
+    __slots__ = ()
+
+
 class QueryError(ValueError):
     """Invalid `$select`, `$top`, `$skiptoken`, ..."""
 
@@ -51,11 +57,13 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_filter(text: str, allowed: Iterable[str]) -> list[tuple[str, str]]:
+def parse_filter(text: str, allowed: Iterable[str], *, startswith: bool = False) -> list[tuple[str, str]]:
     """Parse ``prop eq 'value' [and prop eq 'value' ...]`` into ``[(prop, value)]``.
 
     Property names are matched case-insensitively against ``allowed`` and returned in their
-    canonical spelling. Everything else (``or``, ``ne``, functions, numbers, ...) is rejected.
+    canonical spelling. With ``startswith``, a clause may also be ``startswith(prop, 'value')`` (its value is
+    a :class:`Prefix`), as Intune's managedDevices accepts. Everything else (``or``, ``ne``, other functions,
+    numbers, ...) is rejected.
     """
     canonical = {p.casefold(): p for p in allowed}
     toks = _tokens(text)
@@ -67,6 +75,23 @@ def parse_filter(text: str, allowed: Iterable[str]) -> list[tuple[str, str]]:
         if len(toks) - i < 3:
             raise FilterError("incomplete clause")
         (k1, prop), (k2, op), (k3, lit) = toks[i], toks[i + 1], toks[i + 2]
+        if startswith and k1 == "name" and prop.casefold() == "startswith" and (k2, op) == ("punct", "("):
+            clause = toks[i + 2 : i + 6]
+            kinds = [k for k, _ in clause]
+            if kinds != ["name", "punct", "string", "punct"] or clause[1][1] != "," or clause[3][1] != ")":
+                raise FilterError("startswith takes (property, 'value')")
+            name, value = clause[0][1], clause[2][1]
+            if name.casefold() not in canonical:
+                raise FilterError(f"property '{name}' is not filterable", name)
+            clauses.append((canonical[name.casefold()], Prefix(value[1:-1].replace("''", "'"))))
+            i += 6
+            if i == len(toks):
+                return clauses
+            kind, word = toks[i]
+            if kind != "name" or word.casefold() != "and":
+                raise FilterError(f"'{word}' is not supported (combine clauses with 'and')")
+            i += 1
+            continue
         if k1 != "name" or (k2 == "punct" and op == "("):
             raise FilterError(f"'{prop}' is not supported here", prop if k1 == "name" else None)
         if k2 != "name" or op.casefold() != "eq":
@@ -86,10 +111,15 @@ def parse_filter(text: str, allowed: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def matches(item: Mapping[str, Any], clauses: Sequence[tuple[str, str]]) -> bool:
-    """Case-insensitive equality on every clause, as Graph compares strings."""
+    """Case-insensitive equality (or prefix, for a :class:`Prefix`) on every clause, as Graph compares strings."""
     for prop, value in clauses:
         actual = item.get(prop)
-        if actual is None or str(actual).casefold() != value.casefold():
+        if actual is None:
+            return False
+        if isinstance(value, Prefix):
+            if not str(actual).casefold().startswith(value.casefold()):
+                return False
+        elif str(actual).casefold() != value.casefold():
             return False
     return True
 

@@ -37,6 +37,7 @@ class Approvals:
         if updated is None:
             return InvokeAnswer(card=await self.views.current(action, Viewer.REQUESTER))
         await self.deps.audit.record("confirmed", actor=who.actor, action=updated, reason=reason, approval="peer")
+        await self.views.supersede_others(updated, confirmed=True)
         self.deps.spawn(self.announce(updated))
         return InvokeAnswer(card=await self.views.render(updated, Viewer.REQUESTER))
 

@@ -27,11 +27,36 @@ from bot.flow.base import (
 from bot.flow.submission import chrome_state
 from bot.flow.views import Views
 from bot.rbac import Access
-from bot.store import REQUESTED, Action, Selection
+from bot.store import EXPIRED, OPEN_STATES, REQUESTED, Action, Selection
 from cards.deprovision import message_card
 from cards.info import help_card, history_card, pending_card, selection_card, status_card
 
 Found = list[tuple[Device, Access]]
+
+
+def _final(action: Action, now: float) -> str:
+    """The state history shows: a request past its deadline is *expired* even before the sweep has moved it."""
+    return EXPIRED if action.state in OPEN_STATES and action.expired(now) else action.state
+
+
+def _retitled(card: dict[str, Any], query: str, count: int) -> dict[str, Any]:
+    """The "which one?" card worded as "did you mean": its title and intro swapped for the suggestion texts.
+
+    cards/ has no suggestion card (yet); the choice card's buttons, data and layout are exactly what is needed.
+    """
+    swap = {
+        m.CARD_SELECT_TITLE: m.CARD_SUGGEST_TITLE,
+        m.ambiguous(query, count): m.suggest_intro(query),
+    }
+    for element in card.get("body", []):
+        if isinstance(element, dict) and element.get("text") in swap:
+            element["text"] = swap[element["text"]]
+    card["fallbackText"] = m.suggest_intro(query)[:300]
+    return card
+
+
+def _command_name(command: cmd.Command) -> str:
+    return {cmd.Status: "status", cmd.History: "history", cmd.Pending: "pending"}.get(type(command), "deprovision")
 
 
 class Commands:
@@ -44,9 +69,9 @@ class Commands:
         if isinstance(command, cmd.Help):
             return Reply(card=help_card())
         if isinstance(command, cmd.Invalid):
-            return Reply(text=m.usage(command.problem))
+            return Reply(text=m.usage(command.problem, command.command))
         if isinstance(command, cmd.Unknown):
-            return Reply(card=help_card(), text=m.unknown_command(command.text))
+            return Reply(text=m.unknown_command(command.text, command.suggestion))
         if not USER_ID_RE.match(who.aad_id):
             return Reply(text=m.anonymous_user())
         try:
@@ -58,7 +83,7 @@ class Commands:
                 return await self._history(who, command.target)
             return await self._pending(who)
         except InvalidInput as exc:
-            return Reply(text=m.usage(exc.problem))
+            return Reply(text=m.usage(exc.problem, _command_name(command)))
         except (RbacUnavailable, GraphError) as exc:
             return Reply(text=unavailable(exc))
 
@@ -76,7 +101,7 @@ class Commands:
     async def _deprovision(self, who: Requester, conv: Conversation, command: cmd.Deprovision) -> Reply:
         if command.reason_text:
             return Reply(text=m.unknown_reason(command.reason_text))
-        found = await self._readable(who, command.target)
+        found = await self._readable(who, command.target, suggest=True, reason=command.reason)
         if isinstance(found, Reply):
             return found
         if len(found) == 1:
@@ -84,7 +109,9 @@ class Commands:
             return await self.request(who, conv, device, command.reason, access=access)
         return await self._offer_choice(who, command.target, found, command.reason)
 
-    async def _readable(self, who: Requester, target: str) -> Found | Reply:
+    async def _readable(
+        self, who: Requester, target: str, *, suggest: bool = False, reason: str | None = None
+    ) -> Found | Reply:
         """The devices matching ``target`` exactly that the requester could see in Intune (least disclosure).
 
         Not found and not readable get the same answer; so does a requester who may read no device at all (the
@@ -100,10 +127,32 @@ class Commands:
             return readable
         if result.incomplete and not candidates:
             return Reply(text=m.lookup_incomplete(result.query))
+        if suggest:
+            # Computed the same way whether an unreadable exact match exists or nothing does (least disclosure).
+            offer = await self._suggest(who, result.query, reason)
+            if offer is not None:
+                return offer
         return Reply(text=m.not_found(result.query))
 
-    async def _offer_choice(self, who: Requester, query: str, found: Found, reason: str | None) -> Reply:
-        """Several readable devices match: a "which one?" card listing only those."""
+    async def _suggest(self, who: Requester, query: str, reason: str | None) -> Reply | None:
+        """ "Did you mean …?": near misses the requester can read, as buttons that start the normal flow.
+
+        Nothing fuzzy reaches a confirmation: a button only picks a device (a server-side selection, as for "which
+        one?"); the request that follows runs every check again on that exact device.
+        """
+        near = await self.deps.devices.near(query)
+        if not near:
+            return None
+        accesses = await self.deps.rbac.access_many(who.aad_id, near)
+        readable = [(d, a) for d, a in zip(near, accesses, strict=True) if a.readable][: m.MAX_SUGGESTIONS]
+        if not readable:
+            return None
+        selection_id = await self._new_selection(who, readable, reason)
+        candidates = [d.snapshot() for d, _ in readable]
+        card = selection_card(query, len(readable), selection_id, candidates)
+        return Reply(card=_retitled(card, query, len(readable)), selection_id=selection_id)
+
+    async def _new_selection(self, who: Requester, found: Found, reason: str | None) -> str:
         now = self.deps.clock()
         selection = Selection(
             id=secrets.token_urlsafe(18),
@@ -115,8 +164,13 @@ class Commands:
             expires_at=now + self.deps.settings.action_ttl,
         )
         await self.deps.store.create_selection(selection)
-        card = selection_card(query, len(found), selection.id, selection.candidates)
-        return Reply(card=card, selection_id=selection.id)
+        return selection.id
+
+    async def _offer_choice(self, who: Requester, query: str, found: Found, reason: str | None) -> Reply:
+        """Several readable devices match: a "which one?" card listing only those."""
+        selection_id = await self._new_selection(who, found, reason)
+        card = selection_card(query, len(found), selection_id, [d.snapshot() for d, _ in found])
+        return Reply(card=card, selection_id=selection_id)
 
     async def request(
         self,
@@ -169,6 +223,7 @@ class Commands:
         )
         await deps.store.create(action)
         await deps.audit.record("requested", actor=who.actor, action=action, decision=decision.audit())
+        await self.views.supersede_others(action)  # one live card per device: the newest
         viewer = Viewer.OTHER if conv.is_group else Viewer.REQUESTER
         return Reply(card=await self.views.render(action, viewer), action_id=action.id)
 
@@ -248,10 +303,13 @@ class Commands:
             items = await self._still_readable(who, await self.deps.store.history(requester_id=who.aad_id))
         if not items:
             return Reply(text=m.history_empty(label))
+        now = self.deps.clock()
         rows = [
             (
                 a.created_at,
-                m.history_row(a.device_name, a.device_serial, m.state_label(a.state), a.requester_name, a.reason),
+                m.history_row(
+                    a.device_name, a.device_serial, m.state_label(_final(a, now)), a.requester_name, a.reason
+                ),
             )
             for a in items
         ]

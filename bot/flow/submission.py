@@ -67,6 +67,7 @@ class Submission:
             return InvokeAnswer(card=await self.views.busy(action))
         if updated is None:
             return InvokeAnswer(card=await self.views.current(action, viewer))
+        await self.views.supersede_others(updated, confirmed=True)
         if approver is None and reason:
             await self.deps.audit.record("confirmed", actor=who.actor, action=updated, reason=reason)
         elif approver is not None:

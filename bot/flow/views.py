@@ -6,8 +6,8 @@ from typing import Any
 
 from bot import messages as m
 from bot.flow.base import Deps, Viewer
-from bot.store import Action
-from cards.deprovision import ActionView, action_card
+from bot.store import REQUESTED, SUPERSEDED, Action
+from cards.deprovision import ActionView, action_card, message_card
 
 
 class Views:
@@ -17,6 +17,9 @@ class Views:
     async def render(
         self, action: Action, viewer: Viewer, *, note: str | None = None, approval_card: bool = False
     ) -> dict[str, Any]:
+        if action.state == SUPERSEDED:
+            lines = m.card_superseded(action.device_name, action.device_serial, action.requester_name)
+            return message_card(m.CARD_TITLE_SUPERSEDED, lines)
         try:
             tag_names = (await self.deps.rbac.catalog()).tag_names
         except Exception:
@@ -72,6 +75,19 @@ class Views:
         if approval and action.approval_activity_id:
             card = await self.render(action, Viewer.OTHER, approval_card=True)
             await notifier.update(approval, action.approval_activity_id, card)
+
+    async def supersede_others(self, action: Action, *, confirmed: bool = False) -> None:
+        """``action`` is the device's newest request (or, ``confirmed``, the one confirmed): every other request
+        still waiting for its requester's confirmation — older ones only, for a new request, so two requests created
+        at once cannot supersede each other — is superseded, and each of its cards loses its buttons in place."""
+        store = self.deps.store
+        before = None if confirmed else action.created_at
+        for older in await store.requested_for_device(action.device_id, except_id=action.id, created_before=before):
+            updated = await store.transition(older, SUPERSEDED, from_states=(REQUESTED,))
+            if updated is None:
+                continue  # its requester confirmed or cancelled it meanwhile
+            await self.deps.audit.record("superseded", actor=None, action=updated, by=action.id)
+            await self.update_shared(updated)
 
     async def notify(self, action: Action, text: str) -> None:
         if self.deps.notifier is not None:

@@ -57,7 +57,9 @@ async def test_filter_escaping_and_case_insensitive_match(sim: Simulator, graph:
     [
         "deviceName ne 'x'",
         "deviceName eq 'a' or deviceName eq 'b'",
-        "startswith(deviceName,'NHS')",
+        "startswith(deviceName)",
+        "startswith(notes, 'x')",
+        "startswith(deviceName, 'NHS') or deviceName eq 'x'",
         "contains(deviceName, 'NHS')",
         "notes eq 'x'",
         "deviceName eq 'unbalanced",
@@ -74,6 +76,18 @@ async def test_bad_filters_are_400(graph: httpx.AsyncClient, bad: str) -> None:
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["code"] == "BadRequest"
     assert resp.json()["error"]["message"].startswith("Invalid filter clause")
+
+
+@pytest.mark.asyncio
+async def test_startswith_on_device_name_and_serial(graph: httpx.AsyncClient) -> None:
+    resp = await lookup(graph, "startswith(deviceName, 'nhs-cart3-0')")
+    assert resp.status_code == 200, resp.text
+    names = {row["deviceName"] for row in resp.json()["value"]}
+    assert "NHS-CART3-01" in names and all(n.upper().startswith("NHS-CART3-0") for n in names)
+    resp = await lookup(graph, "startswith(serialNumber, '5CD0832') and deviceName eq 'NHS-CART3-01'")
+    assert [row["serialNumber"] for row in resp.json()["value"]] == ["5CD0832TGL"]
+    resp = await graph.get(DEVICES, params={"$filter": "startswith(deviceName, 'NHS')", "$top": "5"})
+    assert len(resp.json()["value"]) == 5
 
 
 @pytest.mark.asyncio

@@ -26,6 +26,7 @@ from bot.store import (
     STATES,
     SUBMITTED,
     SUBMITTING,
+    SUPERSEDED,
     TRANSITIONS,
     UNKNOWN,
     Action,
@@ -43,6 +44,7 @@ EXPECTED_MACHINE = {
     (REQUESTED, CANCELLED),
     (REQUESTED, EXPIRED),
     (REQUESTED, FAILED),  # re-check at confirmation failed (device changed, role lost)
+    (REQUESTED, SUPERSEDED),  # a newer request for the device, or another request for it was confirmed
     (AWAITING_APPROVAL, SUBMITTING),  # approve
     (AWAITING_APPROVAL, CANCELLED),  # reject / cancel
     (AWAITING_APPROVAL, EXPIRED),
@@ -487,3 +489,30 @@ async def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
         assert int(timeout) >= 5000
     finally:
         await store.close()
+
+
+async def test_migration_0004_supersedes_stale_open_requests(store: Store) -> None:
+    """Rows written before the *superseded* state: an open request with a newer one for its device is closed."""
+    from alembic import command
+    from alembic.config import Config
+
+    from bot.migrations import HERE
+
+    device = new_device_id()
+    older = await store.create(make_action(device_id=device, now=1000.0))
+    newer = await store.create(make_action(device_id=device, now=2000.0))
+    alone = await store.create(make_action(now=1500.0))
+
+    def rerun(connection: sa.Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(HERE))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+        command.upgrade(config, "head")
+
+    async with store.engine.begin() as conn:
+        await conn.run_sync(rerun)
+    assert (await store.get(older.id)).state == SUPERSEDED
+    assert (await store.get(newer.id)).state == REQUESTED
+    assert (await store.get(alone.id)).state == REQUESTED
+    assert await store.current_revision() == head_revision()
