@@ -108,6 +108,9 @@ def demo_environment(sim: Simulator, bot_port: int, database_url: str, **extra: 
             "HOST": "127.0.0.1",
             "DATABASE_URL": database_url,
             "ALLOW_ANONYMOUS": "true",  # anonymous local mode must be asked for explicitly
+            # Show the card moving from "Sent to Intune" to "Intune confirmed" well within a minute.
+            "COMPLETION_FIRST_CHECK": "10s",
+            "SWEEP_INTERVAL": "5s",
             "APP_ENV": "development",
         }
     )
