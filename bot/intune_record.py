@@ -99,10 +99,8 @@ def _failure_text(row: dict[str, Any]) -> str:
     return ""
 
 
-async def fetch_record(
-    graph: GraphClient, devices: DeviceDirectory, device_id: str, since: float, settings: Settings
-) -> Record:
-    """Read both sources (two GETs) and apply :func:`read_record`."""
+async def deprovision_audits(graph: GraphClient, device_id: str) -> list[dict[str, Any]]:
+    """Intune's remote-action audit rows for this device's deprovisions (newest first; re-checked by the caller)."""
     audits, _ = await graph.list_all(
         AUDITS,
         {
@@ -112,6 +110,14 @@ async def fetch_record(
         },
         max_items=200,
     )
+    return audits
+
+
+async def fetch_record(
+    graph: GraphClient, devices: DeviceDirectory, device_id: str, since: float, settings: Settings
+) -> Record:
+    """Read both sources (two GETs) and apply :func:`read_record`."""
+    audits = await deprovision_audits(graph, device_id)
     details = await devices.details(device_id)
     log.debug(
         "intune record",

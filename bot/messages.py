@@ -268,6 +268,7 @@ CARD_TITLE_INTUNE_FAILED = "Intune reports it failed"
 CARD_TITLE_UNKNOWN = "Outcome unknown — checking Intune"
 CARD_TITLE_NOT_CONFIRMED = "Not confirmed by Intune"
 FACT_CONFIRMED = "Intune confirmed"
+FACT_INTUNE_RECORD = "Intune's record"
 CARD_TITLE_CANCELLED = "Cancelled"
 CARD_TITLE_EXPIRED = "Expired"
 CARD_TITLE_SUPERSEDED = "Replaced by a newer request"
@@ -602,3 +603,13 @@ def proactive_not_confirmed(device_name: str) -> str:
         f"Intune has not confirmed deprovisioning **{md(device_name)}** within the time I wait. Check the device in "
         f"the Intune admin center; type **status {md(device_name)}** to see Intune's record."
     )
+
+
+@_markup
+def intune_record(outcome: str, initiated_by: str, at: str) -> str:
+    """Intune's own record of a device's latest deprovision, for ``status``."""
+    state = {"done": "deprovision done", "failed": "deprovision failed", "pending": "deprovision pending"}.get(
+        outcome, outcome
+    )
+    parts = [state] + ([f"initiated by {md(initiated_by)}"] if initiated_by else []) + ([md(at)] if at else [])
+    return " — ".join(parts)

@@ -63,12 +63,15 @@ def status_card(
     management_state: str,
     chrome_state: str,
     last_action: str,
+    intune_record: str = "",
 ) -> dict[str, Any]:
+    """``intune_record``: Intune's own record of the latest deprovision (state, initiated by, time)."""
     rows = [
         *device_facts(device, tag_names),
         (m.FACT_OS, operating_system or m.NONE),
         (m.FACT_STATE, management_state or m.NONE),
         (m.FACT_CHROME_STATE, chrome_state or m.NONE),
+        (m.FACT_INTUNE_RECORD, intune_record or m.NONE),
         (m.FACT_LAST_ACTION, last_action or m.NONE),
     ]
     title = m.status_title(str(device.get("name") or ""))

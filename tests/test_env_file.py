@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import certifi
 import pytest
 
 from bot import demo
@@ -21,7 +22,17 @@ from tests.test_doctor import ALL_CHECKS, CONN, rows_of
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A CA bundle that does not contain the simulator's CA: what images that set SSL_CERT_FILE machine-wide look like.
-SYSTEM_BUNDLE = ssl.get_default_verify_paths().openssl_cafile
+#: A real CA bundle the "environment" may already name (pyenv's OpenSSL path may not exist: fall back to Debian's,
+#: then certifi's, which httpx installs).
+SYSTEM_BUNDLE = next(
+    path
+    for path in (
+        ssl.get_default_verify_paths().openssl_cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+        certifi.where(),
+    )
+    if os.path.isfile(path)
+)
 
 
 def write(path: Path, values: dict[str, str]) -> Path:

@@ -6,6 +6,7 @@ up exactly, then keeps only the devices the requester can read; not found and no
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -26,6 +27,7 @@ from bot.flow.base import (
 )
 from bot.flow.submission import chrome_state
 from bot.flow.views import Views
+from bot.intune_record import deprovision_audits, read_record
 from bot.rbac import Access
 from bot.store import EXPIRED, OPEN_STATES, REQUESTED, Action, Selection
 from cards.deprovision import message_card
@@ -271,7 +273,11 @@ class Commands:
         if len(found) > 1:
             return Reply(text=m.ambiguous(target.strip(), len(found)))
         device = found[0][0]
-        details = await self.deps.devices.details(device.id)
+        details, audits = await asyncio.gather(
+            self.deps.devices.details(device.id), deprovision_audits(self.deps.graph, device.id)
+        )
+        record = read_record(audits, details, device.id, 0.0, self.deps.settings)
+        intune = m.intune_record(record.outcome, record.initiated_by, record.at) if record.outcome != "absent" else ""
         last = await self.deps.store.latest_for_device(device.id)
         catalog = await self.deps.rbac.catalog()
         return Reply(
@@ -282,6 +288,7 @@ class Commands:
                 management_state=str(details.get("managementState") or device.management_state),
                 chrome_state=chrome_state(details),
                 last_action=m.last_action(last.state, last.requester_name, last.updated_at) if last else "",
+                intune_record=intune,
             )
         )
 

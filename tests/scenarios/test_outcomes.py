@@ -212,3 +212,18 @@ async def test_operator_resolves_an_unknown_action(make_bot: BotFactory, sim: Si
     resolved = [r for r in rows if r["event"] == "resolved"]
     assert len(resolved) == 1 and resolved[0]["actor_name"] == "Ops Oscar"
     assert "admin center" in resolved[0]["details"]
+
+
+async def test_status_shows_intunes_own_record_beside_the_bots(make_bot: BotFactory, sim: Simulator) -> None:
+    bot = await make_bot(**FAST)
+    # The demo seed: a deprovision Patti did in the admin center (done) and one this app sent that failed.
+    done = card_text((await bot.say(ALEX, "status Chrome- PFSXKG0X"))[-1].cards[0])
+    assert "Intune's record" in done and "deprovision done — initiated by" in done
+    failed = card_text((await bot.say(ALEX, "status Chrome- 0LEPYMD"))[-1].cards[0])
+    assert "deprovision failed" in failed
+    # A device the bot just sent: Intune's record and the bot's own line side by side.
+    target = device(sim, "NHS-CART7-05")
+    await confirm(bot, target["serialNumber"])
+    shown = card_text((await bot.say(ALEX, f"status {target['serialNumber']}"))[-1].cards[0])
+    assert "deprovision pending" in shown or "deprovision done" in shown
+    assert "sent to Intune, waiting for Google — Alex Wilber" in shown
