@@ -172,20 +172,28 @@ def token_roles(token: str) -> list[str] | None:
 
 
 def deprovision_consent_row(roles: Sequence[str]) -> Row:
-    """Whether the probable real gate for deprovision is consented (graph-intune.md §2; UNVERIFIED)."""
-    if PERM_PRIVILEGED in roles:
+    """Which of the candidate gates for deprovision the app holds (graph-intune.md §2; the real gate is UNVERIFIED).
+
+    Graph's published permission maps listed deprovision under ``ReadWrite.All`` (2021) and later ``Read.All`` (2022),
+    never ``PrivilegedOperations.All``, which every other state-changing remote action names.
+    """
+    candidates = (PERM_DEVICES, PERM_DEVICES_RW, PERM_PRIVILEGED)
+    held = [p for p in candidates if p in roles]
+    missing = [p for p in candidates if p not in roles]
+    summary = f"holds {', '.join(held) or 'none of them'}; not {', '.join(missing) or '—'}."
+    if PERM_PRIVILEGED in roles or PERM_DEVICES_RW in roles:
         return Row(
             CHECK_DEPROVISION,
             PASS,
-            f"{PERM_PRIVILEGED} is consented. Which permission Intune really enforces for deprovision is UNVERIFIED; "
-            "a 403 on the first deprovision names it.",
+            f"Candidate gates for deprovision: {summary} Which one Intune enforces is UNVERIFIED: grant one at a "
+            "time and record which makes a 403 go away (docs/deploy.md §2).",
         )
-    also = f" The token has {PERM_DEVICES_RW}, which may or may not be accepted." if PERM_DEVICES_RW in roles else ""
     return Row(
         CHECK_DEPROVISION,
         FAIL,
-        f"Grant the Microsoft Graph application permission {PERM_PRIVILEGED} and admin consent: the probable gate "
-        "for deprovision (UNVERIFIED — the Graph docs list only Read scopes for it)." + also,
+        f"Candidate gates for deprovision: {summary} Grant {PERM_DEVICES_RW} (Graph's 2021 permission map) or "
+        f"{PERM_PRIVILEGED} (what other remote actions need) with admin consent — the real gate is UNVERIFIED "
+        "(the Graph docs list only Read scopes for it).",
     )
 
 

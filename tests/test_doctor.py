@@ -344,7 +344,11 @@ def test_deprovision_consent_row() -> None:
     assert "DeviceManagementManagedDevices.PrivilegedOperations.All" in missing.text
     assert "UNVERIFIED" in missing.text
     read_write = doctor.deprovision_consent_row(["DeviceManagementManagedDevices.ReadWrite.All"])
-    assert read_write.result == "FAIL" and "ReadWrite.All" in read_write.text
+    # Graph's 2021 permission map lists deprovision under ReadWrite.All: a candidate gate; the row says what is held.
+    assert read_write.result == "PASS" and "holds DeviceManagementManagedDevices.ReadWrite.All" in read_write.text
+    assert "not DeviceManagementManagedDevices.Read.All, DeviceManagementManagedDevices.PrivilegedOperations.All" in (
+        read_write.text
+    )
 
 
 def test_scopes_are_parsed_from_intune_and_graph_403_messages() -> None:
