@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -329,7 +330,10 @@ class Store:
     async def migrate(self) -> None:
         from bot.migrations import upgrade
 
-        async with self.engine.begin() as conn:
+        # Alembic keeps its migration context in module globals: two upgrades interleaving in one process (two
+        # databases opened at once, e.g. by tests or tools) would clobber each other's. The database-level locks in
+        # ``upgrade`` serialise instances per database; this serialises one process's upgrades across databases.
+        async with _migration_lock(), self.engine.begin() as conn:
             await conn.run_sync(upgrade)
 
     async def close(self) -> None:
@@ -577,6 +581,18 @@ def _selection(row: Any) -> Selection:
         used=bool(row["used"]),
         card_activity_id=row["card_activity_id"],
     )
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _migration_lock() -> asyncio.Lock:
+    """One lock per event loop (an ``asyncio.Lock`` belongs to the loop it is first used on)."""
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def prepare_sqlite_file(path: Path, *, wait: float = 30.0) -> None:

@@ -127,6 +127,22 @@ async def test_concurrent_opens_on_sqlite(sqlite_url: str) -> None:
                 await opened.close()
 
 
+async def test_concurrent_migrations_of_several_databases_in_one_process(tmp_path: Path, pg_url: str) -> None:
+    """Alembic's context is process-global: upgrades of different databases at once must not interleave."""
+    for round_ in range(3):
+        urls = [f"sqlite+aiosqlite:///{tmp_path}/r{round_}-{i}.db" for i in range(4)] + [pg_url]
+        opened = await asyncio.gather(*(Store.open(url) for url in urls), return_exceptions=True)
+        try:
+            problems = [o for o in opened if not isinstance(o, Store)]
+            assert not problems, problems
+            for store in opened:
+                assert isinstance(store, Store) and await store.current_revision() == head_revision()
+        finally:
+            for store in opened:
+                if isinstance(store, Store):
+                    await store.close()
+
+
 async def test_sqlite_file_is_owner_only(tmp_path: Path) -> None:
     """The database (device facts, requester names, the audit trail) is created 0600 in a new 0700 directory."""
     path = tmp_path / "fresh" / "bot.db"
