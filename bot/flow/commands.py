@@ -266,13 +266,19 @@ class Commands:
 
     # -- status, history, pending ----------------------------------------------------------------------
 
-    async def _status(self, who: Requester, target: str) -> Reply:
+    async def _one_readable(self, who: Requester, target: str) -> Device | Reply:
+        """Exactly one readable device for ``status``/``history``, or the answer to give instead."""
         found = await self._readable(who, target)
         if isinstance(found, Reply):
             return found
         if len(found) > 1:
             return Reply(text=m.ambiguous(target.strip(), len(found)))
-        device = found[0][0]
+        return found[0][0]
+
+    async def _status(self, who: Requester, target: str) -> Reply:
+        device = await self._one_readable(who, target)
+        if isinstance(device, Reply):
+            return device
         details, audits = await asyncio.gather(
             self.deps.devices.details(device.id), deprovision_audits(self.deps.graph, device.id)
         )
@@ -295,12 +301,9 @@ class Commands:
     async def _history(self, who: Requester, target: str | None) -> Reply:
         label: str | None = None
         if target:
-            found = await self._readable(who, target)
-            if isinstance(found, Reply):
-                return found
-            if len(found) > 1:
-                return Reply(text=m.ambiguous(target.strip(), len(found)))
-            device = found[0][0]
+            device = await self._one_readable(who, target)
+            if isinstance(device, Reply):
+                return device
             items = await self.deps.store.history(device_id=device.id)
             label = device.name
         else:

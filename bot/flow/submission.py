@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime
 from typing import Any
 
 from bot import messages as m
@@ -17,6 +16,7 @@ from bot.errors import GraphError, GraphThrottled, OutcomeUnknown
 from bot.flow.base import Deps, InvokeAnswer, Requester, Viewer
 from bot.flow.tracking import Tracking
 from bot.flow.views import Views
+from bot.intune_record import parse_time
 from bot.store import EXPIRED, SUBMITTED, SUBMITTING, UNKNOWN, Action, DeviceBusy, State
 
 log = logging.getLogger("bot.workflow")
@@ -185,7 +185,7 @@ class Submission:
         except GraphError:
             details = {}
         record = deprovision_record(details)
-        started = _parse_time(record.get("startDateTime")) if record else None
+        started = parse_time(record.get("startDateTime")) if record else None
         # Only a record that started after this action was committed as *submitting* (allowing for clock skew
         # between this host and Intune) is this action's; an older attempt on the same device is not.
         if record and started is not None and started >= action.updated_at - RECONCILE_CLOCK_SKEW:
@@ -232,12 +232,3 @@ def chrome_state(details: dict[str, Any]) -> str:
     if record:
         return f"deprovision {record.get('actionState', '')}".strip()
     return ""
-
-
-def _parse_time(value: Any) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
