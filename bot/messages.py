@@ -280,6 +280,7 @@ CARD_REASON_PLACEHOLDER = "Choose a reason"
 CARD_BUTTON_CONFIRM = "Deprovision"
 CARD_BUTTON_REQUEST_APPROVAL = "Request approval"
 CARD_BUTTON_CANCEL = "Cancel"
+CARD_BUTTON_WITHDRAW = "Withdraw"
 CARD_BUTTON_RETRY = "Retry"
 CARD_BUTTON_APPROVE = "Approve"
 CARD_BUTTON_REJECT = "Reject"
@@ -406,6 +407,20 @@ def card_superseded(device_name: str, serial: str, requester: str) -> list[Marku
 @_markup
 def card_expired() -> str:
     return "This request expired before it was confirmed. Nothing was changed."
+
+
+@_markup
+def card_how_to_get_approval(is_group: bool, channel: bool) -> str:
+    """Tells the requester who can approve and how they learn of it."""
+    who = f"Anyone else with {ROLES_THAT_WORK} on this device can approve"
+    if channel:
+        return f"{who}: the request is posted in the approvals channel, or they can type **pending** to me."
+    if is_group:
+        return f"{who}: eligible members of this chat see Approve on this card, and anyone can type **pending** to me."
+    return (
+        f"{who}. No approvals channel is set and this is a 1:1 chat, so nobody is told automatically: ask them to "
+        "type **pending** to me."
+    )
 
 
 @_markup

@@ -48,6 +48,7 @@ class ActionView:
     settled_at: float | None = None  # when Intune's record confirmed or failed it
     error_code: str | None = None
     intune_state: str | None = None  # pending | done | failed | not_confirmed (what Intune's record said last)
+    approval_channel: bool = False  # approval requests are also posted to APPROVAL_CHANNEL_ID
     approver_name: str | None = None
     comment: str | None = None
     graph_request_id: str | None = None
@@ -168,6 +169,10 @@ def _awaiting(view: ActionView, viewer: str) -> tuple[list[Element], list[Execut
     body = _header(m.CARD_TITLE_WAITING, view, color="accent", extra=[(m.FACT_REASON, m.reason_label(view.reason))])
     body.append(text(m.card_awaiting(view.requester_name)))
     body.append(text(m.card_approval_expires(when(view.expires_at)), subtle=True))
+    if viewer == "requester":
+        body.append(text(m.card_how_to_get_approval(view.is_group, view.approval_channel)))
+        withdraw = execute(m.CARD_BUTTON_WITHDRAW, verbs.CANCEL, {"actionId": view.action_id}, inputs="none")
+        return body, [withdraw]
     if viewer != "approver":
         return body, []
     body.append(text(m.card_approver_hint(), weight="bolder"))

@@ -37,6 +37,7 @@ class Views:
             settled_at=action.settled_at,
             error_code=action.error_code,
             intune_state=action.intune_state,
+            approval_channel=bool(self.deps.settings.approval_channel_id),
             approver_name=action.approver_name,
             comment=action.comment,
             graph_request_id=action.graph_request_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from bot import messages as m
 from bot.store import AWAITING_APPROVAL, CANCELLED, EXPIRED, SUBMITTED
@@ -201,3 +202,26 @@ async def test_pending_lists_requests_and_opens_them_for_approval(make_bot, sim)
     assert "Nothing is waiting" in (await bot.say(LYNNE, "pending"))[-1].text
     done = card_of(await bot.click(PATTI, "approval.approve", {"actionId": action_id}))
     assert m.CARD_TITLE_SENT in card_text(done)
+
+
+async def test_requester_is_told_how_to_get_approval_and_can_withdraw(make_bot, sim):
+    bot = await make_bot(APPROVAL_MODE="peer")
+    # A 1:1 chat without an approvals channel: said plainly.
+    action_id, _, card = await confirmed(bot, conversation_type="personal")
+    text = card_text(card)
+    assert "No approvals channel is set" in text and "**pending**" in text
+    assert verbs_in(card) == ["deprovision.cancel"] and "Withdraw" in json.dumps(card)
+    # `pending` lists her own request; opening it shows Withdraw; withdrawing cancels it and frees the device.
+    own = (await bot.say(ADELE, "pending"))[-1].cards[0]
+    opened = card_of(await bot.click(ADELE, own["actions"][0]["verb"], own["actions"][0]["data"]))
+    assert verbs_in(opened) == ["deprovision.cancel"]
+    withdrawn = card_of(await bot.click(ADELE, "deprovision.cancel", {"actionId": action_id}))
+    assert m.CARD_TITLE_CANCELLED in card_text(withdrawn) and not verbs_in(withdrawn)
+    assert (await bot.services.store.get(action_id)).state == CANCELLED
+    assert not sim.deprovision_posts()
+
+
+async def test_with_an_approval_channel_the_requester_is_told_where(make_bot):
+    bot = await make_bot(APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID=APPROVAL_CHANNEL)
+    _, _, card = await confirmed(bot, conversation_type="personal")
+    assert "posted in the approvals channel" in card_text(card)
