@@ -516,8 +516,15 @@ def proactive_rejected(device_name: str, approver: str, comment: str) -> str:
 
 
 @_markup
-def approval_requested(requester: str, device_name: str) -> str:
-    return f"{md(requester)} asks to deprovision **{md(device_name)}**. An approval card was posted for approvers."
+def approval_mentions(requester: str, device_name: str, approvers: Sequence[str]) -> str:
+    """The group-chat notice that @mentions the eligible approvers (``<at>`` names match the mention entities)."""
+    names = ", ".join(f"<at>{mention(n)}</at>" for n in approvers)
+    return f"{names}: {md(requester)} asks to deprovision **{md(device_name)}** — you can approve or reject it on the card above."
+
+
+def mention(name: str) -> str:
+    """A display name as Teams expects it inside ``<at>…</at>`` (no markup, one line)."""
+    return " ".join(name.replace("<", "").replace(">", "").split())[:100] or "someone"
 
 
 @_markup

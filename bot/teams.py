@@ -15,6 +15,7 @@ from microsoft_agents.activity import (
     AdaptiveCardInvokeResponse,
     Attachment,
     ConversationReference,
+    Entity,
     InvokeResponse,
 )
 from microsoft_agents.hosting.aiohttp import CloudAdapter
@@ -140,14 +141,31 @@ class TeamsNotifier:
             return False
 
     async def send(
-        self, reference: dict[str, Any], *, text: str | None = None, card: dict[str, Any] | None = None
+        self,
+        reference: dict[str, Any],
+        *,
+        text: str | None = None,
+        card: dict[str, Any] | None = None,
+        mentions: list[Member] | None = None,
     ) -> str | None:
+        """A proactive message; each of ``mentions`` is @mentioned (its ``<at>name</at>`` must be in ``text``)."""
         sent: list[str | None] = []
 
         async def callback(context: TurnContext) -> None:
             activity = Activity(type=ActivityTypes.message, text=text)
             if card is not None:
                 activity.attachments = [card_attachment(card)]
+            if mentions:
+                activity.entities = [
+                    Entity.model_validate(
+                        {
+                            "type": "mention",
+                            "text": f"<at>{m.mention(member.name)}</at>",
+                            "mentioned": {"id": member.mri, "name": m.mention(member.name)},
+                        }
+                    )
+                    for member in mentions
+                ]
             response = await context.send_activity(activity)
             sent.append(response.id if response else None)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot import messages as m
 from bot.devices import Device
-from bot.flow.base import MAX_COMMENT, USER_ID_RE, Deps, InvokeAnswer, Requester, Viewer
+from bot.flow.base import MAX_COMMENT, USER_ID_RE, Deps, InvokeAnswer, Member, Requester, Viewer
 from bot.flow.submission import Submission
 from bot.flow.views import Views
 from bot.rbac import Decision
@@ -45,8 +45,13 @@ class Approvals:
         """Find eligible approvers among the conversation's members; post to the approval channel if set."""
         deps = self.deps
         try:
-            mris = await self._eligible_members(action)
+            members = await self._eligible_members(action)
+            mris = [member.mri for member in members]
             await deps.store.set_approvers(action.id, mris)
+            if members and deps.notifier is not None:
+                # Tell the eligible approvers among the chat's members, by name (Teams notifies a mention).
+                text = m.approval_mentions(action.requester_name, action.device_name, [mb.name for mb in members])
+                await deps.notifier.send(action.reference, text=text, mentions=members)
             action = await deps.store.get(action.id) or action
             channel = deps.settings.approval_channel_id
             if channel and deps.notifier is not None:
@@ -66,20 +71,20 @@ class Approvals:
         except Exception:
             log.exception("announcing the approval failed", extra={"action": action.id})
 
-    async def _eligible_members(self, action: Action) -> list[str]:
+    async def _eligible_members(self, action: Action) -> list[Member]:
         if self.deps.notifier is None or not action.is_group:
             return []
-        mris: list[str] = []
+        found: list[Member] = []
         for member in (await self.deps.notifier.members(action.reference))[:100]:
             if member.aad_id == action.requester_id or not USER_ID_RE.match(member.aad_id):
                 continue
             probe = Requester(member.aad_id, member.name, member.mri, action.tenant_id)
             eligible, _ = await self.eligible(probe, action)
             if eligible:
-                mris.append(member.mri)
-            if len(mris) >= MAX_MENTIONED_APPROVERS:
+                found.append(member)
+            if len(found) >= MAX_MENTIONED_APPROVERS:
                 break
-        return mris
+        return found
 
     async def eligible(self, who: Requester, action: Action, *, fresh: bool = False) -> tuple[bool, str]:
         """Not the requester, in ``APPROVER_GROUP_ID`` if set, and passes the same role check on the same device.

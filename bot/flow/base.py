@@ -89,7 +89,12 @@ class Notifier(Protocol):
     async def update(self, reference: dict[str, Any], activity_id: str, card: dict[str, Any]) -> bool: ...
 
     async def send(
-        self, reference: dict[str, Any], *, text: str | None = None, card: dict[str, Any] | None = None
+        self,
+        reference: dict[str, Any],
+        *,
+        text: str | None = None,
+        card: dict[str, Any] | None = None,
+        mentions: list[Member] | None = None,
     ) -> str | None: ...
 
     async def members(self, reference: dict[str, Any]) -> list[Member]: ...

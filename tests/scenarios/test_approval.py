@@ -225,3 +225,15 @@ async def test_with_an_approval_channel_the_requester_is_told_where(make_bot):
     bot = await make_bot(APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID=APPROVAL_CHANNEL)
     _, _, card = await confirmed(bot, conversation_type="personal")
     assert "posted in the approvals channel" in card_text(card)
+
+
+async def test_eligible_approvers_in_the_group_are_mentioned(make_bot, connector):
+    bot = await make_bot(APPROVAL_MODE="peer")
+    await confirmed(bot)  # Adele, in the group chat whose members are the demo users
+    notice = await connector.wait_for(lambda c: [s for s in c.sent() if s.body.get("entities")])
+    body = notice[-1].body
+    mentioned = {e["mentioned"]["name"] for e in body["entities"] if e.get("type") == "mention"}
+    assert mentioned == {"Alex Wilber", "Patti Fernandez"}  # eligible; not Adele herself, not Megan, Isaiah, Lynne
+    for name in mentioned:
+        assert f"<at>{name}</at>" in body["text"]
+    assert "NHS-CART3-01" in body["text"] and "Adele Vance" in body["text"]
