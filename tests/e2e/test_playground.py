@@ -25,6 +25,8 @@ DEVICE = "NHS-CART3-01"
 DEVICE_ID = "27ab6835-99f8-5907-ac4d-64c0365f0d40"  # its Intune id in simulator/seeds/demo.yaml
 RETIRING = m.reason_label("retiring_device")  # "Retiring device (donated, recycled or out of use)"
 DONE = m.CARD_TITLE_SENT
+#: Keep the "Sent to Intune" card in place while a test looks at it (the completion check is tested on its own).
+STEADY = {"COMPLETION_FIRST_CHECK": "1h"}
 PHONE_WIDTH = 390
 EXPECT_TIMEOUT_MS = 15_000  # card updates after a click (Playwright's own default is 5 s)
 
@@ -86,18 +88,25 @@ async def button_usable(button: Locator, width: int = PHONE_WIDTH) -> None:
 
 
 async def test_deprovision_at_desktop_size(start_stack: StackFactory, open_chat: ChatFactory) -> None:
-    stack = await start_stack()
+    """As in `make run`: the card says "Sent to Intune", then moves in place to "Intune confirmed" once the bot has
+    read Intune's own record (checks every second here; the simulator completes the action after two)."""
+    stack = await start_stack(COMPLETION_FIRST_CHECK="1s", SWEEP_INTERVAL="1s")
     alex = await open_chat(stack)
 
     await request_and_confirm(alex, "desktop")
 
-    done = alex.card(DONE)
+    done = alex.card(DONE).or_(alex.card(m.CARD_TITLE_DONE))
     await expect(done).to_have_count(1)
     await expect(alex.card(m.CARD_TITLE_CONFIRM)).to_have_count(0)  # updated in place, not a second message
     await expect(done.get_by_role("button")).to_have_count(0)
     await expect(done.get_by_text(RETIRING, exact=True)).to_be_visible()
     await done.scroll_into_view_if_needed()
-    await alex.shot("desktop-2-done")
+    await alex.shot("desktop-2-sent")
+    confirmed = alex.card(m.CARD_TITLE_DONE)
+    await expect(confirmed).to_have_count(1)
+    await expect(alex.card(DONE)).to_have_count(0)  # the same message, updated in place
+    await confirmed.scroll_into_view_if_needed()
+    await alex.shot("desktop-3-confirmed")
     posts = stack.sim.deprovision_posts()
     assert len(posts) == 1, posts
     assert DEVICE_ID in posts[0].path
@@ -107,7 +116,7 @@ async def test_deprovision_at_phone_size(start_stack: StackFactory, open_chat: C
     """390×844 touch screen (taps, not clicks). The Playground page itself is a desktop layout (see PHONE_SHELL_CSS
     in conftest.py: without it every card is 446 px wide whatever the bot sends), so the checks are on the card:
     its box within 0…390 px, no element inside it sticking out, Deprovision and Cancel visible and tappable."""
-    stack = await start_stack()
+    stack = await start_stack(**STEADY)
     alex = await open_chat(stack, phone=True)
 
     await alex.send(f"deprovision {DEVICE}")
@@ -149,13 +158,15 @@ async def test_peer_approval_in_two_clients(start_stack: StackFactory, open_chat
     are ordinary UI actions, and the bot's update of Alex's card (PUT to the serviceUrl stored with Alex's
     conversation) lands in Alex's Playground, which is still open.
     """
-    stack = await start_stack(users=("alex", "patti"), APPROVAL_MODE="peer")
+    stack = await start_stack(users=("alex", "patti"), APPROVAL_MODE="peer", **STEADY)
     alex, patti = await asyncio.gather(open_chat(stack, "alex"), open_chat(stack, "patti"))  # two people, two tabs
 
     await request_and_confirm(alex, "peer-alex", m.CARD_BUTTON_REQUEST_APPROVAL)
     waiting = alex.card(m.CARD_TITLE_WAITING)
     await expect(waiting).to_have_count(1)
-    await expect(waiting.get_by_role("button")).to_have_count(0)  # the requester cannot approve
+    # The requester cannot approve; she may withdraw.
+    await expect(waiting.get_by_role("button")).to_have_count(1)
+    await expect(waiting.get_by_role("button", name=m.CARD_BUTTON_WITHDRAW, exact=True)).to_be_visible()
     await waiting.scroll_into_view_if_needed()
     await alex.shot("peer-alex-2-waiting")
     assert stack.sim.deprovision_posts() == []
@@ -187,3 +198,29 @@ async def test_peer_approval_in_two_clients(start_stack: StackFactory, open_chat
     await alex.shot("peer-alex-3-done")
     posts = stack.sim.deprovision_posts()
     assert len(posts) == 1 and DEVICE_ID in posts[0].path, posts
+
+
+@pytest.mark.parametrize("phone", [False, True], ids=["desktop", "phone"])
+async def test_help_and_a_polite_request(start_stack: StackFactory, open_chat: ChatFactory, phone: bool) -> None:
+    """The help card keeps its placeholders; a polite, punctuated request reaches the normal confirmation card."""
+    stack = await start_stack(**STEADY)
+    alex = await open_chat(stack, phone=phone)
+    size = "phone" if phone else "desktop"
+
+    await alex.send("help")
+    help_card = alex.card(m.HELP_TITLE)
+    await help_card.wait_for()
+    await expect(help_card.get_by_text("deprovision <device>", exact=True)).to_be_visible()
+    await expect(help_card.get_by_text("status <device>", exact=True)).to_be_visible()
+    if phone:
+        await card_fits(help_card)
+    await alex.shot(f"{size}-help", help_card)
+
+    await alex.send("can you deprovision NHS-CART3-02 please?")
+    card = alex.card(m.CARD_TITLE_CONFIRM)
+    await card.wait_for()
+    await card.get_by_text("NHS-CART3-02", exact=True).wait_for()
+    if phone:
+        await card_fits(card)
+    await alex.shot(f"{size}-polite-request", card)
+    assert stack.sim.deprovision_posts() == []
