@@ -801,7 +801,11 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
     results["baseline"] = load_baseline()
     summarise_results(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    # Every request's latency goes to bench/raw/ (git-ignored); the committed results.json keeps the summaries.
+    (out_dir / "raw").mkdir(exist_ok=True)
+    (out_dir / "raw" / "results-full.json").write_text(json.dumps(results) + "\n", encoding="utf-8")
+    summary = {**results, "cells": [{k: v for k, v in c.items() if k != "latencies_ms"} for c in results["cells"]]}
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     (out_dir / "REPORT.md").write_text(render(results), encoding="utf-8")
     print(f"bench: wrote {out_dir / 'REPORT.md'} and {out_dir / 'results.json'} in {results['meta']['duration_s']} s")
     return results
