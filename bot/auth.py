@@ -289,7 +289,7 @@ class ConnectorTokenProvider(MsalAuth):
         import msal
         import requests
 
-        from bot.graph import _MICROSOFT_AUTHORITY_HOSTS
+        from bot.graph_auth import MICROSOFT_AUTHORITY_HOSTS
 
         session = requests.Session()
         session.trust_env = False  # REQUESTS_CA_BUNDLE would silently win over verify
@@ -299,7 +299,7 @@ class ConnectorTokenProvider(MsalAuth):
             config.CLIENT_ID,
             client_credential=config.CLIENT_SECRET,
             authority=MsalAuth._resolve_authority(config, tenant_id),
-            instance_discovery=host in _MICROSOFT_AUTHORITY_HOSTS,
+            instance_discovery=host in MICROSOFT_AUTHORITY_HOSTS,
             http_client=session,
         )
 
