@@ -36,11 +36,11 @@ $(NODE_STAMP): package.json package-lock.json
 node: $(NODE_STAMP)
 
 run: $(STAMP) $(NODE_STAMP)
-	$(PY) -m bot.demo
+	$(PY) -m simulator.demo
 
 # A second Playground as another person (DEMO_USER=patti by default) next to a running `make run`.
 playground: $(STAMP) $(NODE_STAMP)
-	$(PY) -m bot.demo --second
+	$(PY) -m simulator.demo --second
 
 # `python app.py doctor` against the simulator and database of a running `make run` (it writes data/demo.env).
 doctor-demo: $(STAMP)

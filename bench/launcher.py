@@ -1,6 +1,6 @@
 """Run the real bot (``bot.runtime.build_app``, configured exactly as ``python app.py`` does) plus bench-only probes.
 
-``python -m bench.launcher`` — environment as for ``app.py`` (see :func:`bot.demo.demo_environment`). The bot is
+``python -m bench.launcher`` — environment as for ``app.py`` (see :func:`simulator.demo.demo_environment`). The bot is
 measured as it ships: since commit 7d33b84 that includes the pooled connector clients (``bot.connector_pool``,
 installed by ``bot.teams.build_agent``), the in-process SQLite write queue (``bot.store.Store.write``) and
 ``gc.freeze()`` after start-up, so the launcher has no switches of its own any more.

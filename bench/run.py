@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from bench import teams
 from bench.procs import ROOT, Child, Http, Loadgen, free_port, rss_kb, wait_http
-from bot.demo import demo_environment
+from simulator.demo import demo_environment
 
 BENCH = Path(__file__).resolve().parent
 LATENCIES = (0.0, 0.050)
@@ -95,7 +95,7 @@ class Plan:
 
 
 class _SimShim:
-    """What :func:`bot.demo.demo_environment` needs from a simulator: its ``env()``."""
+    """What :func:`simulator.demo.demo_environment` needs from a simulator: its ``env()``."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self._env = env

@@ -12,11 +12,10 @@ import aiohttp
 import certifi
 import pytest
 
-from bot import demo
 from bot.settings import SettingsError
 from bot.store import Store
 from bot.tls import CA_VARIABLES, apply_ca_bundles
-from simulator import Simulator
+from simulator import Simulator, demo
 from tests.harness import free_port
 from tests.test_doctor import ALL_CHECKS, CONN, rows_of
 

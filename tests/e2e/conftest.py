@@ -1,7 +1,7 @@
 """Browser end-to-end fixtures (``make e2e``): the ``make run`` stack, driven through a real browser.
 
 Per test, on free ports: the simulated Microsoft cloud (in-process :class:`simulator.Simulator`), the bot
-(``python app.py`` configured by :func:`bot.demo.demo_environment`, fresh SQLite file under ``tmp_path``) and one
+(``python app.py`` configured by :func:`simulator.demo.demo_environment`, fresh SQLite file under ``tmp_path``) and one
 Microsoft 365 Agents Playground (node) per Teams identity — the Playground has no user switcher, so a second person
 is a second Playground whose config file names them as the current user (see ``test_peer_approval_in_two_clients``).
 Per module: one headless Debian Chromium (``/usr/bin/chromium``, never a downloaded browser) driven by Playwright's
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 
-from bot.demo import (
+from simulator import Simulator
+from simulator.demo import (
     DEFAULT_USER,
     PLAYGROUND,
     PLAYGROUND_USERS,
@@ -45,7 +46,6 @@ from bot.demo import (
     stop,
     wait_ready,
 )
-from simulator import Simulator
 from tests.harness import free_port
 
 if TYPE_CHECKING:
