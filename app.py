@@ -6,6 +6,8 @@ python app.py audit verify [--head SEQ:HASH]   recompute the keyed audit chain (
 python app.py audit head           print the chain head SEQ:HASH to publish outside the database
 python app.py audit export --since 2026-01-01 --format csv|jsonl
 python app.py migrate              apply database migrations and exit
+
+Installed (``pip install .``), the same CLI is the ``chromeos-deprovision-bot`` command (``[project.scripts]``).
 """
 
 from __future__ import annotations
@@ -213,7 +215,7 @@ async def migrate_command(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="app.py", description="ChromeOS deprovision bot for Microsoft Teams")
+    parser = argparse.ArgumentParser(description="ChromeOS deprovision bot for Microsoft Teams")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the bot (default)")
     sub.add_parser("doctor", help="check the configured tenant, permissions, database and Bot Framework credentials")
