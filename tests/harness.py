@@ -22,6 +22,7 @@ from aiohttp import web
 
 from bot.runtime import SERVICES, Services, build_app
 from bot.settings import Settings, load_settings
+from bot.store import Action
 
 TENANT = "00000000-0000-0000-0000-0000000000001"
 BOT_ID = "28:00000000-0000-0000-0000-00000000000011"
@@ -213,6 +214,18 @@ class BotUnderTest:
         self.url = f"http://127.0.0.1:{port}"
         self.services = app[SERVICES].get()
         self.session = aiohttp.ClientSession()
+
+    @property
+    def running(self) -> Services:
+        """The started app's services (store, audit, workflow …)."""
+        assert self.services is not None, "the bot is not started"
+        return self.services
+
+    async def action(self, action_id: str) -> Action:
+        """The stored action, which must exist."""
+        action = await self.running.store.get(action_id)
+        assert action is not None, f"no action {action_id}"
+        return action
 
     async def stop(self) -> None:
         if self.session:

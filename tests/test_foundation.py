@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 
 from bot.settings import SettingsError, load_settings
-from tests.harness import ALEX, activity, card_text, env_for, free_port
+from simulator import Simulator
+from tests.conftest import BotFactory
+from tests.harness import ALEX, BotUnderTest, Connector, activity, card_text, env_for, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {"ENV_FILE": "/nonexistent/.env", "PATH": os.environ.get("PATH", "")}
@@ -30,7 +32,7 @@ def run_app(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.
     )
 
 
-def test_missing_settings_stop_the_process_with_one_line_each():
+def test_missing_settings_stop_the_process_with_one_line_each() -> None:
     result = run_app({})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -38,7 +40,7 @@ def test_missing_settings_stop_the_process_with_one_line_each():
         assert any(line.strip().startswith(name + ":") for line in lines), result.stderr
 
 
-def test_malformed_settings_name_the_variable_and_what_is_expected():
+def test_malformed_settings_name_the_variable_and_what_is_expected() -> None:
     env = {
         "AZURE_TENANT_ID": "not a tenant!",
         "AZURE_CLIENT_ID": "abc",
@@ -66,7 +68,7 @@ def test_malformed_settings_name_the_variable_and_what_is_expected():
     assert "s3cret-value" not in err
 
 
-def test_production_refuses_anonymous_bot_framework_mode():
+def test_production_refuses_anonymous_bot_framework_mode() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(
             {
@@ -80,7 +82,7 @@ def test_production_refuses_anonymous_bot_framework_mode():
     assert any("CLIENTID: required when APP_ENV=production" in p for p in info.value.problems)
 
 
-def test_env_file_is_read_and_the_environment_wins(tmp_path: Path):
+def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / "bot.env"
     env_file.write_text(
         "# comment\nAZURE_TENANT_ID=00000000-0000-0000-0000-000000000001\n"
@@ -99,7 +101,7 @@ GRAPH_ONLY = {
 }
 
 
-def test_anonymous_mode_only_when_asked_for():
+def test_anonymous_mode_only_when_asked_for() -> None:
     """No bot app id and no ALLOW_ANONYMOUS: a settings error (exit 2), not a silently unauthenticated bot."""
     result = run_app(GRAPH_ONLY)
     assert result.returncode == 2
@@ -109,7 +111,7 @@ def test_anonymous_mode_only_when_asked_for():
     assert any(p.startswith("ALLOW_ANONYMOUS: ") and "production" in p for p in info.value.problems)
 
 
-def test_anonymous_mode_binds_loopback_whatever_host_says():
+def test_anonymous_mode_binds_loopback_whatever_host_says() -> None:
     settings = load_settings({**GRAPH_ONLY, "ALLOW_ANONYMOUS": "true", "HOST": "0.0.0.0"})
     assert settings.anonymous and settings.host == "127.0.0.1"
     assert "127.0.0.1" in settings.allowed_service_url_hosts  # the Playground / local connectors
@@ -127,7 +129,7 @@ def test_anonymous_mode_binds_loopback_whatever_host_says():
     assert production.botframework_issuers == ("https://api.botframework.com",)
 
 
-def test_auth_settings_are_validated():
+def test_auth_settings_are_validated() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(
             {
@@ -143,7 +145,7 @@ def test_auth_settings_are_validated():
         assert name in problems, problems
 
 
-async def test_health_and_readiness(bot, sim):
+async def test_health_and_readiness(bot: BotUnderTest, sim: Simulator) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{bot.url}/healthz") as response:
             assert response.status == 200 and (await response.json())["status"] == "ok"
@@ -153,14 +155,14 @@ async def test_health_and_readiness(bot, sim):
             assert body["checks"] == {"database": "ok", "graph_token": "ok"}
 
 
-async def test_readiness_fails_when_graph_credentials_are_wrong(make_bot):
+async def test_readiness_fails_when_graph_credentials_are_wrong(make_bot: BotFactory) -> None:
     bot = await make_bot(AZURE_CLIENT_SECRET="wrong-secret-value")
     async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/readyz") as response:
         body = await response.json()
     assert response.status == 503 and body["checks"]["graph_token"].startswith("failed")
 
 
-async def test_unknown_text_and_help_answer_with_usage(bot):
+async def test_unknown_text_and_help_answer_with_usage(bot: BotUnderTest) -> None:
     replies = await bot.say(ALEX, "what can you do")
     # One answer: the text with the help in it (the placeholder escaped so that it shows as "<device>", not a tag).
     assert len(replies) == 1 and not replies[0].cards
@@ -169,7 +171,7 @@ async def test_unknown_text_and_help_answer_with_usage(bot):
     assert "status \\<device\\>" in card_text(replies[-1].cards[0])
 
 
-async def test_welcome_on_install(bot, connector):
+async def test_welcome_on_install(bot: BotUnderTest, connector: Connector) -> None:
     body = activity(
         "conversationUpdate",
         ALEX,
@@ -185,7 +187,7 @@ async def test_welcome_on_install(bot, connector):
     assert len(welcomes) == 1  # Teams sends both events on install: welcome once per conversation
 
 
-async def test_bad_bodies_get_400_not_500(bot):
+async def test_bad_bodies_get_400_not_500(bot: BotUnderTest) -> None:
     assert (await bot.post({"type": "message", "conversation": "nope"}))[0] == 400
     assert bot.session is not None
     async with bot.session.post(
@@ -194,7 +196,7 @@ async def test_bad_bodies_get_400_not_500(bot):
         assert r.status == 400
 
 
-async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
+async def test_secrets_and_tokens_never_reach_the_log(sim: Simulator, connector: Connector, tmp_path: Path) -> None:
     """Run the real process at DEBUG through a full flow and a token failure; scan everything it logged."""
     port = free_port()
     secret = sim.client_secret
@@ -253,7 +255,9 @@ async def test_secrets_and_tokens_never_reach_the_log(sim, connector, tmp_path):
         assert token not in logged
 
 
-async def test_production_auth_mode_process_never_logs_tokens(sim, connector, tmp_path):
+async def test_production_auth_mode_process_never_logs_tokens(
+    sim: Simulator, connector: Connector, tmp_path: Path
+) -> None:
     """The real process in production auth mode: a forged token is refused with its reason logged, a valid one gets
     a reply carrying the bot's connector token, and neither token (nor any secret) reaches the log."""
     from tests.harness import production_env

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -49,7 +50,7 @@ def view(state: str, **kw: Any) -> ActionView:
     return ActionView(**defaults)
 
 
-def walk(node: Any):
+def walk(node: Any) -> Iterator[dict[str, Any]]:
     if isinstance(node, dict):
         yield node
         for value in node.values():

@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from bot import messages as m
 from bot.store import AWAITING_APPROVAL, CANCELLED, EXPIRED, SUBMITTED
-from tests.harness import ADELE, ALEX, LYNNE, MEGAN, PATTI, action_id_of, card_of, card_text, verbs_in
+from simulator import Simulator
+from tests.conftest import BotFactory
+from tests.harness import (
+    ADELE,
+    ALEX,
+    LYNNE,
+    MEGAN,
+    PATTI,
+    BotUnderTest,
+    Connector,
+    User,
+    action_id_of,
+    card_of,
+    card_text,
+    verbs_in,
+)
 
 SERIAL = "5CD0832TGL"  # NHS-CART3-01, Northside High (tag 1)
 HELPDESK_GROUP = "b9155c07-315c-5251-83a0-4b3c4801f5a1"  # only Alex is a member
 APPROVAL_CHANNEL = "19:approvals@thread.tacv2"
 
 
-async def confirmed(bot, requester=ADELE, conversation_type="groupChat"):
+async def confirmed(
+    bot: BotUnderTest, requester: User = ADELE, conversation_type: str = "groupChat"
+) -> tuple[str, str | None, dict[str, Any]]:
     replies = await bot.say(requester, f"deprovision {SERIAL}", conversation_type=conversation_type)
     card, message_id = replies[-1].cards[0], replies[-1].activity_id
     action_id = action_id_of(card)
@@ -28,15 +46,15 @@ async def confirmed(bot, requester=ADELE, conversation_type="groupChat"):
     return action_id, message_id, card_of(response)
 
 
-async def test_confirmation_waits_for_a_second_person(make_bot, sim):
+async def test_confirmation_waits_for_a_second_person(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, _, card = await confirmed(bot)
     assert "Waiting for approval" in card_text(card)
     assert not sim.deprovision_posts()
-    assert (await bot.services.store.get(action_id)).state == AWAITING_APPROVAL
+    assert (await bot.action(action_id)).state == AWAITING_APPROVAL
 
 
-async def test_requester_cannot_approve_own_request(make_bot, sim):
+async def test_requester_cannot_approve_own_request(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, _, _ = await confirmed(bot)
     response = card_of(
@@ -46,7 +64,7 @@ async def test_requester_cannot_approve_own_request(make_bot, sim):
     assert not sim.deprovision_posts()
 
 
-async def test_ineligible_approver_is_refused_with_the_reason(make_bot, sim):
+async def test_ineligible_approver_is_refused_with_the_reason(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, _, _ = await confirmed(bot)
     for user, expected in ((LYNNE, "Remote tasks / Retire"), (MEGAN, "Read Only Operator")):
@@ -56,10 +74,10 @@ async def test_ineligible_approver_is_refused_with_the_reason(make_bot, sim):
         text = card_text(response)
         assert "You can't approve this request" in text and expected in text
     assert not sim.deprovision_posts()
-    assert (await bot.services.store.get(action_id)).state == AWAITING_APPROVAL
+    assert (await bot.action(action_id)).state == AWAITING_APPROVAL
 
 
-async def test_approver_outside_the_approver_group_is_refused(make_bot, sim):
+async def test_approver_outside_the_approver_group_is_refused(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(APPROVAL_MODE="peer", APPROVER_GROUP_ID=HELPDESK_GROUP)
     action_id, _, _ = await confirmed(bot)
     refused = card_of(
@@ -74,7 +92,9 @@ async def test_approver_outside_the_approver_group_is_refused(make_bot, sim):
     assert len(sim.deprovision_posts()) == 1
 
 
-async def test_two_approvers_at_once_make_one_graph_call(make_bot, sim, connector):
+async def test_two_approvers_at_once_make_one_graph_call(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, message_id, _ = await confirmed(bot)
     data = {"actionId": action_id}
@@ -85,10 +105,10 @@ async def test_two_approvers_at_once_make_one_graph_call(make_bot, sim, connecto
         )
     )
     assert len(sim.deprovision_posts()) == 1
-    action = await bot.services.store.get(action_id)
+    action = await bot.action(action_id)
     assert action.state == SUBMITTED and action.approver_id in (ALEX.aad_id, PATTI.aad_id)
     assert all("approval.approve" not in verbs_in(card_of(r)) for r in results)
-    events = [row async for row in bot.services.audit.rows()]
+    events = [row async for row in bot.running.audit.rows()]
     approved = [e for e in events if e["event"] == "approved"]
     assert len(approved) == 1 and approved[0]["actor_id"] == action.approver_id
     assert '"requester_id"' in approved[0]["details"] and ADELE.aad_id in approved[0]["details"]
@@ -96,7 +116,9 @@ async def test_two_approvers_at_once_make_one_graph_call(make_bot, sim, connecto
     assert notices
 
 
-async def test_reject_requires_a_comment_and_notifies_the_requester(make_bot, sim, connector):
+async def test_reject_requires_a_comment_and_notifies_the_requester(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, message_id, _ = await confirmed(bot)
     needs = card_of(
@@ -114,7 +136,7 @@ async def test_reject_requires_a_comment_and_notifies_the_requester(make_bot, si
         )
     )
     assert "Rejected by Patti Fernandez" in card_text(rejected) and "still in use" in card_text(rejected)
-    assert (await bot.services.store.get(action_id)).state == CANCELLED
+    assert (await bot.action(action_id)).state == CANCELLED
     assert not sim.deprovision_posts()
     await connector.wait_for(lambda c: [s for s in c.sent() if "rejected deprovisioning" in s.text])
     await connector.wait_for(lambda c: [u for u in c.updates(message_id) if "Rejected" in card_text(u.cards[0])])
@@ -123,24 +145,28 @@ async def test_reject_requires_a_comment_and_notifies_the_requester(make_bot, si
     assert not sim.deprovision_posts()
 
 
-async def test_approval_expires_and_the_card_says_so(make_bot, sim, connector):
+async def test_approval_expires_and_the_card_says_so(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(APPROVAL_MODE="peer", APPROVAL_TTL="1")
     action_id, message_id, _ = await confirmed(bot)
     await asyncio.sleep(1.2)
-    counts = await bot.services.workflow.sweep()
+    counts = await bot.running.workflow.sweep()
     assert counts["expired"] == 1
-    assert (await bot.services.store.get(action_id)).state == EXPIRED
+    assert (await bot.action(action_id)).state == EXPIRED
     await connector.wait_for(lambda c: [u for u in c.updates(message_id) if "expired" in card_text(u.cards[0])])
     late = card_of(await bot.click(PATTI, "approval.approve", {"actionId": action_id}, conversation_type="groupChat"))
     assert "Expired" in card_text(late)
     assert not sim.deprovision_posts()
 
 
-async def test_eligible_approvers_get_buttons_through_refresh(make_bot, sim, connector):
+async def test_eligible_approvers_get_buttons_through_refresh(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, message_id, _ = await confirmed(bot)
 
-    def refreshed(c):
+    def refreshed(c: Connector) -> list[str] | None:
         for update in c.updates(message_id):
             users = (update.cards[0].get("refresh") or {}).get("userIds", [])
             if PATTI.mri in users:
@@ -162,7 +188,9 @@ async def test_eligible_approvers_get_buttons_through_refresh(make_bot, sim, con
     assert not verbs_in(bystander)
 
 
-async def test_approval_channel_gets_a_proactive_card(make_bot, sim, connector):
+async def test_approval_channel_gets_a_proactive_card(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID=APPROVAL_CHANNEL)
     action_id, message_id, _ = await confirmed(bot, conversation_type="personal")
     posted = await connector.wait_for(lambda c: c.sent(APPROVAL_CHANNEL))
@@ -187,7 +215,7 @@ async def test_approval_channel_gets_a_proactive_card(make_bot, sim, connector):
     assert len(sim.deprovision_posts()) == 1
 
 
-async def test_pending_lists_requests_and_opens_them_for_approval(make_bot, sim):
+async def test_pending_lists_requests_and_opens_them_for_approval(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     action_id, _, _ = await confirmed(bot, conversation_type="personal")
     replies = await bot.say(PATTI, "pending")
@@ -204,7 +232,7 @@ async def test_pending_lists_requests_and_opens_them_for_approval(make_bot, sim)
     assert m.CARD_TITLE_SENT in card_text(done)
 
 
-async def test_requester_is_told_how_to_get_approval_and_can_withdraw(make_bot, sim):
+async def test_requester_is_told_how_to_get_approval_and_can_withdraw(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     # A 1:1 chat without an approvals channel: said plainly.
     action_id, _, card = await confirmed(bot, conversation_type="personal")
@@ -217,17 +245,17 @@ async def test_requester_is_told_how_to_get_approval_and_can_withdraw(make_bot, 
     assert verbs_in(opened) == ["deprovision.cancel"]
     withdrawn = card_of(await bot.click(ADELE, "deprovision.cancel", {"actionId": action_id}))
     assert m.CARD_TITLE_CANCELLED in card_text(withdrawn) and not verbs_in(withdrawn)
-    assert (await bot.services.store.get(action_id)).state == CANCELLED
+    assert (await bot.action(action_id)).state == CANCELLED
     assert not sim.deprovision_posts()
 
 
-async def test_with_an_approval_channel_the_requester_is_told_where(make_bot):
+async def test_with_an_approval_channel_the_requester_is_told_where(make_bot: BotFactory) -> None:
     bot = await make_bot(APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID=APPROVAL_CHANNEL)
     _, _, card = await confirmed(bot, conversation_type="personal")
     assert "posted in the approvals channel" in card_text(card)
 
 
-async def test_eligible_approvers_in_the_group_are_mentioned(make_bot, connector):
+async def test_eligible_approvers_in_the_group_are_mentioned(make_bot: BotFactory, connector: Connector) -> None:
     bot = await make_bot(APPROVAL_MODE="peer")
     await confirmed(bot)  # Adele, in the group chat whose members are the demo users
     notice = await connector.wait_for(lambda c: [s for s in c.sent() if s.body.get("entities")])

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from bot import auth
-from tests.harness import ALEX, TENANT, activity, free_port
+from simulator import Simulator
+from tests.conftest import BotFactory
+from tests.harness import ALEX, TENANT, Connector, activity, free_port
 
 SERIAL = "5CD0832TGL"
 OTHER_BOT = "99999999-9999-9999-9999-999999999999"
@@ -26,7 +28,9 @@ def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-async def test_valid_token_runs_the_flow_and_replies_with_the_bots_own_token(make_bot, sim, connector):
+async def test_valid_token_runs_the_flow_and_replies_with_the_bots_own_token(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(production=True)
     status, _ = await bot.post(message(connector))
     assert status in (200, 202)
@@ -42,7 +46,9 @@ async def test_valid_token_runs_the_flow_and_replies_with_the_bots_own_token(mak
     assert any(t.scope == "https://api.botframework.com/.default" and t.status == 200 for t in sim.token_requests)
 
 
-async def test_card_click_with_valid_token_deprovisions(make_bot, sim, connector):
+async def test_card_click_with_valid_token_deprovisions(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(production=True)
     await bot.post(message(connector))
     sent = await connector.wait_for(lambda c: [s for s in c.sent() if s.cards])
@@ -137,7 +143,9 @@ FORGED = [
 
 
 @pytest.mark.parametrize("variant", FORGED)
-async def test_forged_tokens_get_401_no_reply_no_graph_call(make_bot, sim, connector, caplog, variant):
+async def test_forged_tokens_get_401_no_reply_no_graph_call(
+    make_bot: BotFactory, sim: Simulator, connector: Connector, caplog: pytest.LogCaptureFixture, variant: str
+) -> None:
     bot = await make_bot(production=True)
     headers = _forged(sim, connector, variant)
     caplog.set_level(logging.WARNING, logger="bot.http")
@@ -160,7 +168,9 @@ async def test_forged_tokens_get_401_no_reply_no_graph_call(make_bot, sim, conne
     assert connector.calls == []
 
 
-async def test_service_url_binding_ignores_case_and_trailing_slash(make_bot, sim, connector):
+async def test_service_url_binding_ignores_case_and_trailing_slash(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(production=True)
     claimed = connector.url.rstrip("/").upper().replace("HTTP://", "http://")
     headers = {"Authorization": f"Bearer {sim.channel_token(sim.client_id, claimed)}"}
@@ -169,14 +179,16 @@ async def test_service_url_binding_ignores_case_and_trailing_slash(make_bot, sim
     await connector.wait_for(lambda c: c.sent())
 
 
-async def test_jwks_unreachable_is_401_not_500(make_bot, sim, connector):
+async def test_jwks_unreachable_is_401_not_500(make_bot: BotFactory, sim: Simulator, connector: Connector) -> None:
     bot = await make_bot(production=True, BOTFRAMEWORK_OPENID_METADATA=f"https://127.0.0.1:{free_port()}/meta")
     status, answer = await bot.post(message(connector))
     assert status == 401 and answer == {"error": "unauthorized"}
     assert sim.calls == [] and connector.calls == []
 
 
-async def test_jwks_failing_is_401_and_keys_are_cached(make_bot, sim, connector):
+async def test_jwks_failing_is_401_and_keys_are_cached(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     sim.botframework.jwks_status = 503
     bot = await make_bot(production=True)
     assert (await bot.post(message(connector, text="help")))[0] == 401
@@ -184,10 +196,12 @@ async def test_jwks_failing_is_401_and_keys_are_cached(make_bot, sim, connector)
     bot2 = await make_bot(production=True)
     for _ in range(3):
         assert (await bot2.post(message(connector, text="help")))[0] in (200, 202)
-    assert bot2.services is not None and bot2.services.inbound.fetches == 1  # one fetch serves many requests
+    assert bot2.running.inbound.fetches == 1  # one fetch serves many requests
 
 
-async def test_unknown_kid_refreshes_keys_once_then_accepts_a_rotated_key(make_bot, sim, connector, monkeypatch):
+async def test_unknown_kid_refreshes_keys_once_then_accepts_a_rotated_key(
+    make_bot: BotFactory, sim: Simulator, connector: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bot = await make_bot(production=True)
     assert (await bot.post(message(connector, text="help")))[0] in (200, 202)
     rotated = sim.botframework.add_key()
@@ -195,17 +209,19 @@ async def test_unknown_kid_refreshes_keys_once_then_accepts_a_rotated_key(make_b
     monkeypatch.setattr(auth, "KEY_REFRESH_INTERVAL", 0.0)
     status, _ = await bot.post(message(connector, text="help"), headers={"Authorization": f"Bearer {token}"})
     assert status in (200, 202)
-    assert bot.services is not None and bot.services.inbound.fetches == 2
+    assert bot.running.inbound.fetches == 2
     # Junk key ids do not trigger a fetch each (rate-limited refresh).
     monkeypatch.setattr(auth, "KEY_REFRESH_INTERVAL", 3600.0)
     for _ in range(3):
         junk = sim.channel_token(sim.client_id, connector.url, kid=sim.botframework.add_key(published=False))
         status, _ = await bot.post(message(connector, text="help"), headers={"Authorization": f"Bearer {junk}"})
         assert status == 401
-    assert bot.services.inbound.fetches == 2
+    assert bot.running.inbound.fetches == 2
 
 
-async def test_service_url_not_on_the_allow_list_is_refused(make_bot, sim, connector):
+async def test_service_url_not_on_the_allow_list_is_refused(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(production=True, ALLOWED_SERVICE_URL_HOSTS="smba.trafficmanager.net")
     status, _ = await bot.post(message(connector))
     assert status == 403
@@ -221,7 +237,9 @@ async def test_service_url_not_on_the_allow_list_is_refused(make_bot, sim, conne
         ("all absent", None),
     ],
 )
-async def test_every_tenant_field_present_must_match(make_bot, sim, connector, where, value):
+async def test_every_tenant_field_present_must_match(
+    make_bot: BotFactory, sim: Simulator, connector: Connector, where: str, value: str | None
+) -> None:
     bot = await make_bot(production=True)
     body = message(connector)
     headers = None
@@ -240,7 +258,9 @@ async def test_every_tenant_field_present_must_match(make_bot, sim, connector, w
     assert sim.calls == [] and connector.calls == []
 
 
-async def test_matching_token_tid_and_tenant_in_one_field_only_are_accepted(make_bot, sim, connector):
+async def test_matching_token_tid_and_tenant_in_one_field_only_are_accepted(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     bot = await make_bot(production=True)
     body = message(connector, text="help")
     del body["conversation"]["tenantId"]
@@ -249,7 +269,9 @@ async def test_matching_token_tid_and_tenant_in_one_field_only_are_accepted(make
     assert status in (200, 202)
 
 
-async def test_proactive_approval_flow_in_production_mode(make_bot, sim, connector):
+async def test_proactive_approval_flow_in_production_mode(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
     """Proactive sends (approval channel card, card updates) use continue_conversation with the bot's credentials."""
     bot = await make_bot(production=True, APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID="19:approvals@thread.tacv2")
     await bot.post(message(connector))
@@ -263,9 +285,11 @@ async def test_proactive_approval_flow_in_production_mode(make_bot, sim, connect
     assert sim.entra.tokens[token].audience == "botframework"
 
 
-async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(make_bot, connector, caplog):
+async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(
+    make_bot: BotFactory, connector: Connector, caplog: pytest.LogCaptureFixture
+) -> None:
     bot = await make_bot(production=True)
-    assert bot.services is not None and bot.services.workflow.deps.notifier is not None
+    assert bot.running.workflow.deps.notifier is not None
     reference = {
         "serviceUrl": "https://attacker.example.com/",
         "channelId": "msteams",
@@ -274,8 +298,8 @@ async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(mak
         "user": {"id": "29:user"},
     }
     caplog.set_level(logging.WARNING, logger="bot.teams")
-    assert await bot.services.workflow.deps.notifier.send(reference, text="hello") is None
-    assert not await bot.services.workflow.deps.notifier.update(reference, "msg-1", {"type": "AdaptiveCard"})
+    assert await bot.running.workflow.deps.notifier.send(reference, text="hello") is None
+    assert not await bot.running.workflow.deps.notifier.update(reference, "msg-1", {"type": "AdaptiveCard"})
     assert any("serviceUrl not allowed" in r.getMessage() for r in caplog.records)
     assert connector.calls == []
 
@@ -297,7 +321,7 @@ async def test_proactive_send_to_a_service_url_off_the_allow_list_is_refused(mak
         (None, False),
     ],
 )
-def test_service_url_allow_list_matching(url, allowed):
+def test_service_url_allow_list_matching(url: str | None, allowed: bool) -> None:
     from bot.settings import DEFAULT_SERVICE_URL_HOSTS
 
     assert auth.service_url_allowed(url, DEFAULT_SERVICE_URL_HOSTS) is allowed

@@ -150,11 +150,11 @@ async def test_reply_to_id_is_trusted_only_when_it_is_the_stored_message(make_bo
     assert choice.cards and choice.activity_id
     select = next(a for a in choice.cards[0]["actions"] if a["verb"] == "deprovision.select")
     card = card_of(await bot.click(ALEX, select["verb"], select["data"], reply_to="msg-forged-999"))
-    action = await bot.services.store.get(action_id_of(card))
+    action = await bot.action(action_id_of(card))
     assert action is not None and action.card_activity_id == choice.activity_id
     # An action card's stored id is never replaced by a click's replyToId either.
     await bot.click(ALEX, "deprovision.refresh", {"actionId": action.id}, reply_to="msg-forged-1000")
-    again = await bot.services.store.get(action.id)
+    again = await bot.action(action.id)
     assert again is not None and again.card_activity_id == choice.activity_id
     await bot.click(ALEX, "deprovision.cancel", {"actionId": action.id}, reply_to="msg-forged-1001")
     assert bot.connector.updates(choice.activity_id) and not bot.connector.updates("msg-forged-1001")

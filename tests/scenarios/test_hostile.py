@@ -7,7 +7,9 @@ import logging
 
 import pytest
 
-from tests.harness import ALEX, activity
+from simulator import Simulator
+from tests.conftest import BotFactory
+from tests.harness import ALEX, BotUnderTest, Connector, activity
 
 
 def nested(depth: int) -> dict[str, object]:
@@ -17,7 +19,7 @@ def nested(depth: int) -> dict[str, object]:
     return node
 
 
-async def raw_post(bot, data: bytes, headers: dict[str, str] | None = None) -> int:
+async def raw_post(bot: BotUnderTest, data: bytes, headers: dict[str, str] | None = None) -> int:
     assert bot.session is not None
     async with bot.session.post(
         f"{bot.url}/api/messages", data=data, headers={"Content-Type": "application/json", **(headers or {})}
@@ -27,11 +29,13 @@ async def raw_post(bot, data: bytes, headers: dict[str, str] | None = None) -> i
 
 
 @pytest.fixture(params=["anonymous", "production"])
-async def any_bot(request, make_bot):
+async def any_bot(request: pytest.FixtureRequest, make_bot: BotFactory) -> BotUnderTest:
     return await make_bot(production=request.param == "production")
 
 
-async def test_deeply_nested_json_is_400(any_bot, connector, sim, caplog):
+async def test_deeply_nested_json_is_400(
+    any_bot: BotUnderTest, connector: Connector, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     body = activity("message", ALEX, service_url=connector.url, text="help", channelData=nested(60))
     body["channelData"]["tenant"] = {"id": body["conversation"]["tenantId"]}
@@ -43,13 +47,15 @@ async def test_deeply_nested_json_is_400(any_bot, connector, sim, caplog):
     assert not [r for r in caplog.records if r.exc_info], "no traceback may be logged"
 
 
-async def test_moderate_nesting_inside_card_data_is_accepted(make_bot, connector):
+async def test_moderate_nesting_inside_card_data_is_accepted(make_bot: BotFactory, connector: Connector) -> None:
     bot = await make_bot()
     body = activity("message", ALEX, service_url=connector.url, text="help", value=nested(10))
     assert (await bot.post(body))[0] in (200, 202)
 
 
-async def test_huge_strings_and_bodies_get_4xx(any_bot, connector, sim, caplog):
+async def test_huge_strings_and_bodies_get_4xx(
+    any_bot: BotUnderTest, connector: Connector, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     huge = activity("message", ALEX, service_url=connector.url, text="deprovision " + "A" * 300_000)
     status, _ = await any_bot.post(huge)
@@ -74,7 +80,9 @@ async def test_huge_strings_and_bodies_get_4xx(any_bot, connector, sim, caplog):
         b'{"type": 5, "conversation": {"id": 7}, "from": []}',
     ],
 )
-async def test_malformed_bodies_are_4xx(any_bot, body, sim, caplog):
+async def test_malformed_bodies_are_4xx(
+    any_bot: BotUnderTest, body: bytes, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     status = await raw_post(any_bot, body)
     assert 400 <= status < 500, status
@@ -94,7 +102,9 @@ async def test_malformed_bodies_are_4xx(any_bot, body, sim, caplog):
         "bearer",
     ],
 )
-async def test_malformed_jwt_headers_are_401(make_bot, connector, sim, authorization, caplog):
+async def test_malformed_jwt_headers_are_401(
+    make_bot: BotFactory, connector: Connector, sim: Simulator, authorization: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     bot = await make_bot(production=True)
     body = activity("message", ALEX, service_url=connector.url, text="help")
@@ -104,7 +114,9 @@ async def test_malformed_jwt_headers_are_401(make_bot, connector, sim, authoriza
     assert not [r for r in caplog.records if r.exc_info], "no traceback may be logged"
 
 
-async def test_bearer_token_sent_to_an_anonymous_bot_is_refused(make_bot, connector, sim):
+async def test_bearer_token_sent_to_an_anonymous_bot_is_refused(
+    make_bot: BotFactory, connector: Connector, sim: Simulator
+) -> None:
     bot = await make_bot()
     body = activity("message", ALEX, service_url=connector.url, text="help")
     token = sim.channel_token(sim.client_id, connector.url)

@@ -40,12 +40,10 @@ async def confirm(bot: BotUnderTest, serial: str) -> tuple[str, str, dict[str, A
 
 async def until_state(bots: list[BotUnderTest], action_id: str, states: tuple[str, ...], timeout: float = 10) -> Action:
     """Run the sweep (as the background task would) until the action reaches one of ``states``."""
-    assert bots[0].services is not None
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        await asyncio.gather(*(b.services.workflow.sweep() for b in bots if b.services is not None))
-        action = await bots[0].services.store.get(action_id)
-        assert action is not None
+        await asyncio.gather(*(b.running.workflow.sweep() for b in bots))
+        action = await bots[0].action(action_id)
         if action.state in states:
             return action
         assert asyncio.get_running_loop().time() < deadline, (action.state, action.intune_state)
@@ -58,18 +56,17 @@ async def test_lost_answer_after_intune_applied_is_unknown_then_confirmed(
 ) -> None:
     bot = await make_bot(**FAST)
     target = device(sim, "NHS-CART3-02")
-    kind = {"drop": True} if fault == "drop" else {}
     sim.control.add_fault(
         "POST",
         rf"/managedDevices/{target['id']}/deprovision$",
         None if fault == "drop" else int(fault),
         after_apply=True,
-        **kind,
+        drop=fault == "drop",
     )
     action_id, message_id, card = await confirm(bot, target["serialNumber"])
     shown = card_text(card)
     assert m.CARD_TITLE_UNKNOWN in shown and "failed" not in shown.lower(), shown
-    action = await bot.services.store.get(action_id)  # type: ignore[union-attr]
+    action = await bot.action(action_id)
     assert action is not None and action.state == UNKNOWN
 
     # The device stays locked: nobody's request reaches the POST while Intune's record is unread.
@@ -82,7 +79,7 @@ async def test_lost_answer_after_intune_applied_is_unknown_then_confirmed(
     assert len(sim.deprovision_posts(target["id"])) == 1
     update = bot.connector.updates(message_id)[-1]
     assert m.CARD_TITLE_UNKNOWN not in card_text(update.cards[0])
-    events = [row["event"] async for row in bot.services.audit.rows()]  # type: ignore[union-attr]
+    events = [row["event"] async for row in bot.running.audit.rows()]
     assert events.count("unknown") == 1 and events[-1] == "completed", events
 
 
@@ -110,7 +107,7 @@ async def test_throttled_post_is_retried_and_not_unknown(make_bot: BotFactory, s
     for status in (429, 503):
         sim.control.add_fault("POST", rf"/managedDevices/{target['id']}/deprovision$", status, retry_after=0.05)
     action_id, _, _ = await confirm(bot, target["serialNumber"])
-    action = await bot.services.store.get(action_id)  # type: ignore[union-attr]
+    action = await bot.action(action_id)
     assert action is not None and action.state in (SUBMITTED, CONFIRMED), action.state
 
 
@@ -120,12 +117,12 @@ async def test_completion_is_followed_until_intune_reports(make_bot: BotFactory,
     target = device(sim, "NHS-CART3-05")
     sim.control.set_device_outcome(target["id"], outcome, delay=0.1, error="Chrome Enterprise connector refused")
     action_id, message_id, _ = await confirm(bot, target["serialNumber"])
-    assert (await bot.services.store.get(action_id)).state == SUBMITTED  # type: ignore[union-attr]
+    assert (await bot.action(action_id)).state == SUBMITTED
     if outcome == "never":
         deadline = asyncio.get_running_loop().time() + 10
-        while (await bot.services.store.get(action_id)).intune_state != "not_confirmed":  # type: ignore[union-attr]
+        while (await bot.action(action_id)).intune_state != "not_confirmed":
             assert asyncio.get_running_loop().time() < deadline
-            await bot.services.workflow.sweep()  # type: ignore[union-attr]
+            await bot.running.workflow.sweep()
             await asyncio.sleep(0.05)
         told = bot.connector.sent()[-1].text
         assert told == m.proactive_not_confirmed(target["deviceName"])
@@ -159,7 +156,7 @@ async def test_two_instances_settle_each_action_once(make_bot: BotFactory, sim: 
         ids.append(action_id)
     for action_id in ids:
         await until_state(bots, action_id, (CONFIRMED,))
-    events = [row async for row in bots[0].services.audit.rows()]  # type: ignore[union-attr]
+    events = [row async for row in bots[0].running.audit.rows()]
     completed = [e["action_id"] for e in events if e["event"] == "completed"]
     assert sorted(completed) == sorted(ids)
 

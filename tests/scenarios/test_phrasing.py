@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot import messages as m
-from tests.harness import ADELE, ALEX, ISAIAH, LYNNE, card_of, card_text, verbs_in
+from simulator import Simulator
+from tests.harness import ADELE, ALEX, ISAIAH, LYNNE, BotUnderTest, card_of, card_text, verbs_in
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,9 @@ from tests.harness import ADELE, ALEX, ISAIAH, LYNNE, card_of, card_text, verbs_
         ("deprovision NHS-CART3-02 reason: retiring please", "NHS-CART3-02"),
     ],
 )
-async def test_polite_phrasings_reach_the_normal_confirmation(bot, sim, text, device):
+async def test_polite_phrasings_reach_the_normal_confirmation(
+    bot: BotUnderTest, sim: Simulator, text: str, device: str
+) -> None:
     replies = await bot.say(ALEX, text)
     assert len(replies) == 1 and replies[0].cards, [r.text for r in replies]
     card = replies[0].cards[0]
@@ -28,7 +31,7 @@ async def test_polite_phrasings_reach_the_normal_confirmation(bot, sim, text, de
     assert not sim.deprovision_posts()
 
 
-async def test_the_mention_may_stand_anywhere_in_a_channel(bot):
+async def test_the_mention_may_stand_anywhere_in_a_channel(bot: BotUnderTest) -> None:
     for text in (
         "deprovision <at>Device Deprovision</at> NHS-CART3-02 please",
         "can you deprovision NHS-CART3-02 <at>Device Deprovision</at>?",
@@ -37,7 +40,7 @@ async def test_the_mention_may_stand_anywhere_in_a_channel(bot):
         assert replies[-1].cards and "NHS-CART3-02" in card_text(replies[-1].cards[0]), text
 
 
-async def test_help_is_one_card_with_a_text_fallback(bot):
+async def test_help_is_one_card_with_a_text_fallback(bot: BotUnderTest) -> None:
     for text in ("help", "Help!", "hi", "?"):
         replies = await bot.say(ALEX, text)
         assert len(replies) == 1, text
@@ -45,14 +48,14 @@ async def test_help_is_one_card_with_a_text_fallback(bot):
         assert replies[0].cards[0].get("fallbackText")
 
 
-async def test_unknown_text_gets_one_answer_not_the_help_twice(bot, sim):
+async def test_unknown_text_gets_one_answer_not_the_help_twice(bot: BotUnderTest, sim: Simulator) -> None:
     replies = await bot.say(ALEX, "make me a sandwich")
     assert len(replies) == 1 and not replies[0].cards
     assert "didn't understand" in replies[0].text and "deprovision \\<device\\>" in replies[0].text
     assert not [c for c in sim.calls if "managedDevices" in c.path]
 
 
-async def test_a_mistyped_command_gets_a_suggestion(bot, sim):
+async def test_a_mistyped_command_gets_a_suggestion(bot: BotUnderTest, sim: Simulator) -> None:
     replies = await bot.say(ALEX, "deprovison NHS-CART3-01")
     assert len(replies) == 1
     assert "Did you mean `deprovision NHS-CART3-01`?" in replies[0].text
@@ -69,7 +72,7 @@ async def test_a_mistyped_command_gets_a_suggestion(bot, sim):
         ("please deprovision!", "deprovision"),
     ],
 )
-async def test_usage_names_the_command_typed(bot, text, command):
+async def test_usage_names_the_command_typed(bot: BotUnderTest, text: str, command: str) -> None:
     reply = (await bot.say(ALEX, text))[-1].text
     assert reply == m.usage("empty", command)
     assert f"**{command} \\<device\\>**" in reply
@@ -77,7 +80,7 @@ async def test_usage_names_the_command_typed(bot, text, command):
     assert f"**{other}" not in reply
 
 
-async def test_denial_names_the_command_typed(bot):
+async def test_denial_names_the_command_typed(bot: BotUnderTest) -> None:
     for text in ("history", "History please", "can you show history?"):
         reply = (await bot.say(LYNNE, text))[-1].text
         assert "`history`" in reply and "Managed devices / Read" in reply, text
@@ -86,7 +89,9 @@ async def test_denial_names_the_command_typed(bot):
 # -- near misses: "did you mean …?" ---------------------------------------------------------------------------
 
 
-async def test_a_typo_in_the_serial_offers_the_device_and_the_button_starts_the_normal_flow(bot, sim):
+async def test_a_typo_in_the_serial_offers_the_device_and_the_button_starts_the_normal_flow(
+    bot: BotUnderTest, sim: Simulator
+) -> None:
     replies = await bot.say(ALEX, "deprovision 5CD0832TGI please")  # the serial ends in L, not I
     assert len(replies) == 1 and replies[0].cards
     card = replies[0].cards[0]
@@ -102,14 +107,14 @@ async def test_a_typo_in_the_serial_offers_the_device_and_the_button_starts_the_
     assert not sim.deprovision_posts()
 
 
-async def test_a_typo_in_the_name_offers_at_most_five_readable_devices(bot, sim):
+async def test_a_typo_in_the_name_offers_at_most_five_readable_devices(bot: BotUnderTest, sim: Simulator) -> None:
     replies = await bot.say(ALEX, "deprovision NHS-CART7-0")
     card = replies[-1].cards[0]
     assert m.CARD_SUGGEST_TITLE in card_text(card)
     assert 1 <= len(verbs_in(card)) <= m.MAX_SUGGESTIONS
 
 
-async def test_suggestions_list_only_devices_the_requester_can_read(bot, sim):
+async def test_suggestions_list_only_devices_the_requester_can_read(bot: BotUnderTest, sim: Simulator) -> None:
     alex = (await bot.say(ALEX, "deprovision RMS-LOANER-0l"))[-1]
     assert alex.cards and "RMS-LOANER-01" in card_text(alex.cards[0])
     # Adele (Northside tag) and Lynne (no role) cannot read Riverside devices: the one not-found answer, no card.
@@ -121,13 +126,13 @@ async def test_suggestions_list_only_devices_the_requester_can_read(bot, sim):
     assert not isaiah.cards and isaiah.text == m.not_found("NHS-CART3-0l")
 
 
-async def test_nothing_near_is_the_plain_not_found(bot, sim):
+async def test_nothing_near_is_the_plain_not_found(bot: BotUnderTest, sim: Simulator) -> None:
     reply = (await bot.say(ALEX, "deprovision NO-SUCH-DEVICE-99"))[-1]
     assert not reply.cards and reply.text == m.not_found("NO-SUCH-DEVICE-99")
 
 
 @pytest.mark.parametrize("command", ["deprovision", "status", "history"])
-async def test_every_usage_answer_names_the_command_typed(bot, sim, command):
+async def test_every_usage_answer_names_the_command_typed(bot: BotUnderTest, sim: Simulator, command: str) -> None:
     for text in (f"{command} ABC\x07DEF", f"{command} " + "A" * 300, f"please {command} " + "A" * 1200):
         reply = (await bot.say(ALEX, text))[-1].text
         assert f"`{command}`" in reply, (text[:30], reply)

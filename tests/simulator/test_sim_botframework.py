@@ -6,6 +6,7 @@ import json
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
 from simulator import Simulator
@@ -28,7 +29,8 @@ async def test_metadata_points_at_keys_that_verify_channel_tokens(sim: Simulator
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "RS256" and header["kid"] == keys[0]["kid"]
     public = RSAAlgorithm.from_jwk(json.dumps(keys[0]))
-    claims = jwt.decode(token, public, algorithms=["RS256"], audience=sim.client_id)  # type: ignore[arg-type]
+    assert isinstance(public, RSAPublicKey)  # a JWKS publishes public keys only
+    claims = jwt.decode(token, public, algorithms=["RS256"], audience=sim.client_id)
     assert claims["iss"] == "https://api.botframework.com"
     assert claims["serviceurl"] == "https://smba.trafficmanager.net/emea/"
     assert claims["exp"] > claims["nbf"]

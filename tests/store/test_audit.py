@@ -328,7 +328,7 @@ async def _rewrite(store: Store, rows: list[dict[str, Any]], hasher: Any, versio
             version=version,
             seq=row["seq"],
         )
-        prev = row["hash"]
+        prev = str(row["hash"])
 
 
 async def test_an_edited_row_with_the_chain_recomputed_without_the_key_is_detected(
@@ -467,7 +467,7 @@ async def test_rows_from_before_the_key_are_sealed_and_then_protected(database_u
             "VALUES (:seq, :ts, :event, :actor_id, :actor_name, :details, :prev_hash, :hash)",
             **row,
         )
-        prev = row["hash"]
+        prev = str(row["hash"])
     await old.close()
 
     store = await Store.open(database_url)
