@@ -13,7 +13,7 @@ help:
 	@echo "make playground DEMO_USER=patti   a second person next to a running demo (approvals)"
 	@echo "make test     lint, format check, type check and the whole test suite (incl. browser end-to-end)"
 	@echo "make e2e      only the browser end-to-end tests"
-	@echo "make bench    benchmarks -> bench/REPORT.md"
+	@echo "make bench    benchmarks -> bench/results.json, bench/RESULTS.md (tables; bench/REPORT.md is written by hand)"
 	@echo "make package  Teams app package -> dist/"
 	@echo "make doctor-demo   python app.py doctor against the simulator of a running \`make run\`"
 	@echo "make lock     regenerate requirements.txt / requirements-dev.txt (pinned, hashed) from pyproject.toml"

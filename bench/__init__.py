@@ -1,1 +1,2 @@
-"""Benchmarks against the simulator: ``make bench`` (``python -m bench``) → ``bench/REPORT.md`` + ``bench/results.json``."""
+"""Benchmarks against the simulator: ``make bench`` (``python -m bench``) → ``bench/results.json`` +
+``bench/RESULTS.md`` (tables); ``bench/REPORT.md`` (what they mean) is written by hand."""
