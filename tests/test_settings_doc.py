@@ -10,6 +10,7 @@ import pytest
 from bot.settings import VARIABLES, AuditSettings, Settings, SettingsError, Var, load_settings
 from bot.settings_doc import README, table, with_table
 from tests.test_env_example import example_assignments
+from tests.test_foundation import GRAPH_ONLY
 
 #: Settings fields no single variable fills: the CA bundle comes from REQUESTS_CA_BUNDLE or SSL_CERT_FILE.
 DERIVED = {"ca_file"}
@@ -55,10 +56,7 @@ def test_a_bad_value_is_one_line_naming_the_variable_and_a_bad_pair_list_one_lin
     with pytest.raises(SettingsError) as caught:
         load_settings(
             {
-                "ENV_FILE": "/nonexistent/.env",
-                "AZURE_TENANT_ID": "contoso.onmicrosoft.com",
-                "AZURE_CLIENT_ID": "app",
-                "AZURE_CLIENT_SECRET": "secret",
+                **GRAPH_ONLY,
                 "ALLOW_ANONYMOUS": "true",
                 "INVOKE_BUDGET": "5s",
                 "DEPROVISION_REASON_MAP": "nope,retiring_device=,upgrade_transfer=ok",
