@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_PORT = 3978
 DEFAULT_AUTHORITY_HOST = "login.microsoftonline.com"
@@ -118,6 +118,11 @@ class Settings:
     botframework_openid_metadata: str = DEFAULT_BOTFRAMEWORK_OPENID_METADATA
     botframework_issuers: tuple[str, ...] = DEFAULT_BOTFRAMEWORK_ISSUERS
     allowed_service_url_hosts: tuple[str, ...] = DEFAULT_SERVICE_URL_HOSTS
+    # Bulk requests (``deprovision`` + a list): size, concurrency, Intune's write budget, card update pace
+    bulk_max: int = 100
+    bulk_concurrency: int = 4
+    bulk_write_budget: tuple[int, float] = (200, 20.0)
+    bulk_update_interval: float = 3.0
 
     @property
     def anonymous(self) -> bool:
@@ -373,6 +378,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append("INVOKE_BUDGET: must be at most 4.5s (Teams retries invokes after about 5 s)")
 
     audit_key = _audit_key(get("AUDIT_KEY"), app_env, problems)
+    bulk = _bulk_settings(get, duration, problems)
 
     settings = Settings(
         tenant_id=tenant_id or "",
@@ -422,10 +428,42 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         botframework_openid_metadata=metadata_url,
         botframework_issuers=issuers,
         allowed_service_url_hosts=hosts,
+        **bulk,
     )
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _bulk_settings(
+    get: Callable[[str], str | None], duration: Callable[[str, float], float], problems: list[str]
+) -> dict[str, Any]:
+    """``BULK_MAX``, ``BULK_CONCURRENCY``, ``BULK_WRITE_BUDGET`` (``200/20s``) and ``BULK_UPDATE_INTERVAL``."""
+
+    def count(name: str, default: int, top: int) -> int:
+        value = get(name) or str(default)
+        if not value.isdigit() or not 1 <= int(value) <= top:
+            problems.append(f"{name}: expected a whole number from 1 to {top}, got {value!r}")
+            return default
+        return int(value)
+
+    budget = (200, 20.0)
+    text = get("BULK_WRITE_BUDGET")
+    if text:
+        writes, _, window = text.partition("/")
+        try:
+            budget = (int(writes), parse_duration(window))
+            if budget[0] < 1 or budget[1] <= 0:
+                raise ValueError(text)
+        except ValueError:
+            problems.append(f"BULK_WRITE_BUDGET: expected writes/duration such as 200/20s, got {text!r}")
+            budget = (200, 20.0)
+    return {
+        "bulk_max": count("BULK_MAX", 100, 1000),
+        "bulk_concurrency": count("BULK_CONCURRENCY", 4, 50),
+        "bulk_write_budget": budget,
+        "bulk_update_interval": duration("BULK_UPDATE_INTERVAL", 3.0),
+    }
 
 
 def _audit_key(value: str | None, app_env: str, problems: list[str]) -> str | None:
