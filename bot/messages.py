@@ -150,7 +150,7 @@ def usage(problem: str, command: str = "deprovision") -> str:
         "too_long": f"That device is too long for `{command}`. Use a device name, serial number or id (up to 128 characters).",
         "control": f"That `{command}` contains characters I can't use in a device name. Type the name or serial plainly.",
         "message_too_long": f"That `{command}` message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
-        "list_too_long": f"That `{command}` message is too long (over 30,000 characters). Nothing was done. Send at most 100 devices per message.",
+        "list_too_long": f"That `{command}` message is too long (over 30,000 characters). Nothing was done. Send the list in smaller parts.",
     }.get(problem, help_text())
 
 

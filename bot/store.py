@@ -10,6 +10,9 @@ States::
         ├──ttl──▶ expired       └──ttl──▶ expired                                    confirmed | failed
         └──a newer request for the device, or another one confirmed──▶ superseded
 
+A device of a bulk request (bot.batches) starts in *queued* — written ahead when the request is confirmed, holding the
+device — and the bulk runner claims it (*queued* → *submitting*) or a cancel releases it (*queued* → *cancelled*).
+
 *submitted* means Intune accepted the request (204); *confirmed* that Intune's own record says it was carried out.
 An *unknown* write keeps its device locked until Intune's record (or an operator) settles it.
 

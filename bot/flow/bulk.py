@@ -21,10 +21,11 @@ from typing import Any
 
 from bot import messages as m
 from bot.batches import AWAITING_APPROVAL, CANCELLED, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
-from bot.devices import BatchLookup, Device, LookupResult, clean_query
+from bot.devices import BatchLookup, Device, clean_query
 from bot.errors import InvalidInput
 from bot.flow.base import ACTION_ID_RE, Conversation, Deps, InvokeAnswer, Reply, Requester, Viewer, base_conversation
 from bot.flow.bulk_approve import BulkApprovals
+from bot.flow.bulk_classify import Item, audit_request, classify
 from bot.flow.bulk_run import Runner
 from bot.flow.bulk_views import BulkViews
 from bot.flow.submission import Submission
@@ -33,8 +34,6 @@ from bot.store import QUEUED, Action
 from cards import verbs
 from cards.bulk import BulkView, bulk_card
 from cards.deprovision import message_card
-
-Item = dict[str, Any]
 
 
 class Bulk:
@@ -63,7 +62,8 @@ class Bulk:
             except InvalidInput as exc:
                 return Reply(text=m.bulk_entry_invalid(number, entry, exc.problem))
             queries.setdefault(query.casefold(), query)
-        items = await self.classify(who, await self.lookup.find_many(list(queries.values())))
+        found = await self.lookup.find_many(list(queries.values()))
+        items = await classify(self.deps, self.batches, who, found)
         if quiet and all(i["class"] in ("not_found", "incomplete") for i in items):
             return None
         now = self.deps.clock()
@@ -83,72 +83,13 @@ class Bulk:
             updated_at=now,
             expires_at=now + s.action_ttl,
         )
-        await self._audit_request(who, conv, batch, items)
+        await audit_request(self.deps, who, conv, batch.id, items)
         if not any(i["class"] == "ready" for i in items):
             view = BulkView(batch.id, REQUESTED, who.name, who.mri, items)  # nothing to confirm: no state kept
             return Reply(card=bulk_card(view, Viewer.REQUESTER.value))
         await self.batches.create(batch)
         viewer = Viewer.OTHER if conv.is_group else Viewer.REQUESTER
         return Reply(card=await self.cards.render(batch, viewer), batch_id=batch.id)
-
-    async def classify(self, who: Requester, results: list[LookupResult]) -> list[Item]:
-        """One item per entry; every device fact shown only for devices the requester may read."""
-        devices: dict[str, Device] = {}
-        for result in results:
-            for device in [result.device] if result.device else result.candidates:
-                devices.setdefault(device.id, device)
-        accesses = (
-            dict(zip(devices, await self.deps.rbac.access_many(who.aad_id, list(devices.values())), strict=True))
-            if devices
-            else {}
-        )
-        readable = [i for i, a in accesses.items() if a.readable and devices[i].is_chromeos]
-        busy = await self.batches.inflight_for_devices(readable)
-        items: list[Item] = []
-        seen: dict[str, str] = {}
-        for result in results:
-            found = [d for d in ([result.device] if result.device else result.candidates) if accesses[d.id].readable]
-            item: Item = {"entry": result.query, "class": "not_found"}
-            if result.incomplete:
-                item["class"] = "incomplete"
-            elif len(found) > 1:
-                item.update({"class": "ambiguous", "detail": m.bulk_ambiguous([d.serial for d in found], len(found))})
-            elif found:
-                item.update(self._one(found[0], accesses[found[0].id], busy, seen))
-                seen.setdefault(found[0].id, result.query)
-            items.append(item)
-        return items
-
-    @staticmethod
-    def _one(device: Device, access: Any, busy: dict[str, Action], seen: dict[str, str]) -> Item:
-        decision = access.decision
-        item: Item = {"device": device.snapshot()}
-        if device.id in seen:
-            return {**item, "class": "duplicate", "detail": m.bulk_duplicate(seen[device.id])}
-        if not device.is_chromeos:
-            return {**item, "class": "not_chromeos", "detail": device.operating_system}
-        holder = busy.get(device.id)
-        if holder is not None:
-            return {**item, "class": "busy", "requester": holder.requester_name, "state": holder.state}
-        if not decision.allowed:
-            reason = m.bulk_denied_reason(decision.reason)
-            return {**item, "class": "denied", "detail": reason, "decision": decision.audit()}
-        return {**item, "class": "ready", "decision": decision.audit()}
-
-    async def _audit_request(self, who: Requester, conv: Conversation, batch: Batch, items: list[Item]) -> None:
-        """Every device audited on its own, with the batch id: *requested* (ready) or *denied*."""
-        for item in items:
-            if item["class"] in ("ready", "denied"):
-                event = "requested" if item["class"] == "ready" else "denied"
-                device = item["device"]
-                await self.deps.audit.record(
-                    event,
-                    actor=who.actor,
-                    device={"id": device["id"], "name": device["name"], "serial": device["serial"]},
-                    conversation_id=conv.id,
-                    decision=item.get("decision"),
-                    batch_id=batch.id,
-                )
 
     async def card_sent(self, batch_id: str, activity_id: str) -> None:
         await self.batches.set_card(batch_id, activity_id)

@@ -35,8 +35,8 @@ log = logging.getLogger("bot.workflow")
 
 #: How often one device is offered to Graph again after it answered "throttled" past the client's own waiting.
 MAX_THROTTLED_ATTEMPTS = 20
-#: Margin added to the write window: our clock and Intune's count the same writes a few milliseconds apart.
-WINDOW_MARGIN = 0.02
+#: Margin added to the write window (2 % + 50 ms): our clock and Intune's count the same write a little apart.
+WINDOW_MARGIN = (0.02, 0.05)
 
 
 class WriteBudget:
@@ -50,7 +50,7 @@ class WriteBudget:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.limit, self.window = limit, window * (1 + WINDOW_MARGIN)
+        self.limit, self.window = limit, window * (1 + WINDOW_MARGIN[0]) + WINDOW_MARGIN[1]
         self._clock, self._sleep = clock, sleep
         self._times: collections.deque[float] = collections.deque()
         self._lock = asyncio.Lock()
@@ -127,7 +127,6 @@ class Runner:
 
     async def _one(self, batch: Batch, row: Action, semaphore: asyncio.Semaphore) -> None:
         async with semaphore:
-            await self.budget.take()
             claimed = await self._claim(row, batch, QUEUED)
             if claimed is None:
                 return  # cancelled, or another runner took it
@@ -135,16 +134,15 @@ class Runner:
             if batch.approver_id is None:  # in peer mode the approval audited each device already
                 requester = Requester(batch.requester_id, batch.requester_name, "", batch.tenant_id)
                 await self.deps.audit.record("confirmed", actor=requester.actor, action=claimed, reason=batch.reason)
-            final = await self.submission.send(claimed, actor)
+            final = await self.submission.send(claimed, actor, gate=self.budget.take)
             attempts = 1
             while final.state == FAILED and final.retryable and attempts < MAX_THROTTLED_ATTEMPTS:
                 attempts += 1
                 await asyncio.sleep(self.deps.settings.graph_retry_after_cap)
-                await self.budget.take()
                 again = await self._claim(final, batch, FAILED)
                 if again is None:
                     break
-                final = await self.submission.send(again, actor)
+                final = await self.submission.send(again, actor, gate=self.budget.take)
             self._sent += 1
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")
