@@ -233,7 +233,8 @@ def bulk_card(view: BulkView, viewer: str) -> dict[str, Any]:
         extra: list[CardAction] = []
         if hidden:
             parts.append(container(hidden, id=MORE_ID, hidden=True))
-            extra.append(toggle(f"{m.BULK_SHOW_ALL} ({len(lines)})", MORE_ID))
+            devices = len(view.items) + (len(view.results) - len(view.ready) if view.results else 0)
+            extra.append(toggle(f"{m.BULK_SHOW_ALL} ({devices})", MORE_ID))
         built = card([*parts, *body[4:]], [*actions, *extra], refresh=_refresh(view), fallback_text=fallback)
         if len(json.dumps(built).encode()) <= MAX_BYTES or keep <= VISIBLE:
             return built

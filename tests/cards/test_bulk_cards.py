@@ -74,7 +74,7 @@ def test_a_hundred_devices_stay_under_the_size_limit(state: str, long: bool) -> 
 def test_long_lists_collapse_behind_show_all() -> None:
     card = bulk_card(view("requested", [item(i) for i in range(30)]), "requester")
     toggles = [a for a in card["actions"] if a["type"] == "Action.ToggleVisibility"]
-    assert toggles and toggles[0]["targetElements"] == [MORE_ID]
+    assert toggles and toggles[0]["targetElements"] == [MORE_ID] and toggles[0]["title"] == "Show all (30)"
     [hidden] = [n for n in walk(card) if n.get("id") == MORE_ID]
     assert hidden["isVisible"] is False
     shown = [n for n in card["body"] if n.get("type") == "TextBlock" and "PF0000" in n.get("text", "")]

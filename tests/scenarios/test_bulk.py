@@ -12,6 +12,7 @@ from typing import Any
 from bot import messages as m
 from bot.batches import BatchStore
 from bot.store import CANCELLED, QUEUED, SUBMITTED
+from cards.deprovision import message_card
 from simulator import Simulator
 from tests.harness import ADELE, ALEX, LYNNE, MEGAN, BotUnderTest, card_of, card_text, verbs_in
 
@@ -266,3 +267,19 @@ async def test_peer_approval_of_a_batch_drops_what_the_approver_may_not_approve(
         lambda c: [u for u in c.updates(message_id) if "finished" in card_text(u.cards[0])], timeout=15
     )
     assert m.BULK_CLASSES["not_approved"] in card_text(final[-1].cards[0])
+
+
+async def test_an_expired_bulk_request_sends_nothing(make_bot, sim, connector):
+    bot = await make_bot(ACTION_TTL="1")
+    _card, batch_id, message_id = bulk_card(await bot.say(ALEX, "deprovision NHS-CART7-01, NHS-CART7-02"))
+    await asyncio.sleep(1.1)
+    counts = await bot.services.workflow.sweep()
+    assert counts["bulk_expired"] == 1
+    updated = await connector.wait_for(lambda c: c.updates(message_id))
+    assert m.BULK_TITLE_EXPIRED in card_text(updated[-1].cards[0]) and not verbs_in(updated[-1].cards[0])
+    answer = card_of(await bot.click(ALEX, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
+    assert m.BULK_TITLE_EXPIRED in card_text(answer) and not verbs_in(answer)
+    assert not sim.deprovision_posts()
+    # Someone else's click on the card learns nothing about it.
+    other = card_of(await bot.click(MEGAN, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
+    assert card_text(other) == card_text(message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
