@@ -280,6 +280,23 @@ class BatchStore:
             )
         return {str(r["inflight_device"]): Action(**dict(r)) for r in found}
 
+    async def awaiting(self, tenant_id: str, limit: int = 20) -> list[Batch]:
+        """Bulk requests waiting for a second person (``pending``)."""
+        async with self.store.engine.connect() as conn:
+            found = (
+                (
+                    await conn.execute(
+                        batches.select()
+                        .where(batches.c.state == AWAITING_APPROVAL, batches.c.tenant_id == tenant_id)
+                        .order_by(batches.c.created_at.asc())
+                        .limit(limit)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [Batch(**dict(r)) for r in found]
+
     async def for_requester(self, requester_id: str, limit: int = 10) -> list[Batch]:
         async with self.store.engine.connect() as conn:
             found = (

@@ -793,8 +793,8 @@ def bulk_cancelled(name: str, not_sent: int) -> str:
 @_markup
 def bulk_awaiting(requester: str) -> str:
     return (
-        f"{md(requester)} confirmed. A second person with the right Intune role must approve; devices their role "
-        "does not cover are left out, visibly."
+        f"{md(requester)} confirmed. A second person with the right Intune role must approve (they type **pending** to "
+        "me, or use this card); devices their role does not cover are left out, visibly."
     )
 
 
@@ -843,3 +843,13 @@ def bulk_duplicate(first: str) -> str:
 @_markup
 def card_not_eligible_bulk() -> str:
     return "You can't approve any device of this request: your Intune role covers none of them."
+
+
+@_markup
+def pending_bulk_row(count: int, requester: str, *, own: bool) -> str:
+    who = "your request" if own else f"by {md(requester)}"
+    return f"Bulk request, {count} device{'s' if count != 1 else ''} — {who}"
+
+
+def pending_bulk_label(count: int) -> str:
+    return f"bulk request ({count})"

@@ -130,7 +130,8 @@ class Info:
         mine = [a for a in waiting if a.requester_id == who.aad_id]
         others = [a for a in waiting if a.requester_id != who.aad_id]
         items = mine + (await self._approvable(who, others) if others else [])
-        if not items:
+        bulk = await self._pending_bulk(who)
+        if not items and not bulk:
             return Reply(text=m.pending_empty())
         summary = [
             (
@@ -141,7 +142,25 @@ class Info:
             )
             for a in items
         ]
-        return Reply(card=pending_card(m.pending_title(len(items)), summary))
+        return Reply(card=pending_card(m.pending_title(len(items) + len(bulk)), summary, bulk))
+
+    async def _pending_bulk(self, who: Requester) -> list[tuple[str, str, str, float]]:
+        """Bulk requests waiting for approval: the viewer's own, and those covering a device they may approve."""
+        waiting = await self.batches.awaiting(who.tenant_id)
+        others = [b for b in waiting if b.requester_id != who.aad_id]
+        group = self.deps.settings.approver_group_id
+        if others and group and not await self.deps.rbac.is_group_member(who.aad_id, group):
+            others = []
+        devices = [(b.id, Device.from_snapshot(i["device"])) for b in others for i in b.items if i["class"] == "ready"]
+        accesses = await self.deps.rbac.access_many(who.aad_id, [d for _, d in devices]) if devices else []
+        allowed = {bid for (bid, _), a in zip(devices, accesses, strict=True) if a.readable and a.decision.allowed}
+        shown = [b for b in waiting if b.requester_id == who.aad_id or b.id in allowed]
+        rows: list[tuple[str, str, str, float]] = []
+        for b in shown:
+            count = sum(1 for i in b.items if i.get("class") == "ready")
+            summary = m.pending_bulk_row(count, b.requester_name, own=b.requester_id == who.aad_id)
+            rows.append((b.id, m.pending_bulk_label(count), summary, b.expires_at))
+        return rows
 
     async def _approvable(self, who: Requester, actions: list[Action]) -> list[Action]:
         """The requests ``who`` could approve: approvers group, and the deprovision right on each device."""

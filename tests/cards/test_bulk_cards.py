@@ -11,6 +11,7 @@ import pytest
 from bot import messages as m
 from cards import verbs
 from cards.bulk import MAX_BYTES, MORE_ID, VISIBLE, BulkView, bulk_card
+from cards.info import pending_card
 from tests.cards.test_cards import DEVICE, assert_teams_safe, walk
 
 STATES = ("requested", "awaiting_approval", "running", "finished", "cancelled", "expired")
@@ -50,6 +51,11 @@ def bulk_catalogue() -> dict[str, Callable[[], dict[str, Any]]]:
     cards["bulk-100-long-names"] = lambda: bulk_card(view("requested", mixed(100, long=True)), "requester")
     cards["bulk-nothing-ready"] = lambda: bulk_card(view("requested", [item(1, "not_found")]), "requester")
     cards["bulk-rejected"] = lambda: bulk_card(view("cancelled", mixed(3), comment="no", results=[]), "other")
+    cards["pending-with-bulk"] = lambda: pending_card(
+        "2 request(s)",
+        [("abcdefghijklmnopqrstuvwx", "NHS-CART3-01", "NHS-CART3-01 by Alex", 1_800_000_000)],
+        [("batch-id-1234567890abcd", m.pending_bulk_label(30), m.pending_bulk_row(30, "Alex", own=False), 1.8e9)],
+    )
     cards["bulk-note"] = lambda: bulk_card(view("requested", mixed(3), note="Choose a reason"), "requester")
     return cards
 
@@ -60,7 +66,7 @@ def test_every_bulk_card_is_teams_safe(name: str) -> None:
     assert_teams_safe(card)
     for node in walk(card):
         if node.get("type") == "Action.Execute":
-            assert set(node["data"]) <= {"batchId", "verb"}, node  # never a device in the card's data
+            assert set(node["data"]) <= {"batchId", "actionId", "verb"}, node  # never a device in the data
 
 
 @pytest.mark.parametrize("state", STATES)

@@ -283,3 +283,20 @@ async def test_an_expired_bulk_request_sends_nothing(make_bot, sim, connector):
     # Someone else's click on the card learns nothing about it.
     other = card_of(await bot.click(MEGAN, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
     assert card_text(other) == card_text(message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
+
+
+async def test_an_approver_in_another_chat_finds_the_bulk_request_with_pending(make_bot, sim):
+    bot = await make_bot(APPROVAL_MODE="peer")
+    _card, batch_id, _ = bulk_card(await bot.say(ALEX, "deprovision NHS-CART7-01, NHS-CART7-02, NHS-CART7-03"))
+    await bot.click(ALEX, "bulk.confirm", {"batchId": batch_id, "reason": REASON})
+    # Lynne may approve nothing: the bulk request is not even listed for her.
+    assert (await bot.say(LYNNE, "pending"))[-1].text == m.pending_empty()
+    pending = (await bot.say(ADELE, "pending"))[-1].cards[0]
+    assert "Bulk request, 3 devices — by Alex Wilber" in card_text(pending)
+    [open_] = [a for a in pending["actions"] if a["data"].get("batchId") == batch_id]
+    view = card_of(await bot.click(ADELE, open_["verb"], open_["data"]))  # in Adele's own 1:1 chat
+    assert verbs_in(view) == ["bulk.approve", "bulk.reject"]
+    rejected = card_of(await bot.click(ADELE, "bulk.reject", {"batchId": batch_id, "comment": "not this term"}))
+    assert m.BULK_TITLE_REJECTED in card_text(rejected) and "not this term" in card_text(rejected)
+    assert not sim.deprovision_posts()
+    assert (await bot.say(ADELE, "pending"))[-1].text == m.pending_empty()
