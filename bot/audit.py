@@ -261,6 +261,8 @@ class AuditLog:
             raise ValueError(f"unknown audit event {event!r}")
         key = self._require_key()
         device = device or (action.device if action else {})
+        if action is not None and action.batch_id:
+            details.setdefault("batch_id", action.batch_id)  # every device of a bulk request names its batch
         row: dict[str, Any] = {
             "ts": _now(),
             "event": event,

@@ -8,8 +8,33 @@ import re
 from dataclasses import dataclass
 
 MAX_MESSAGE_LENGTH = 1000
+#: A ``deprovision`` with a pasted list may be longer (a Teams message holds about 28 KB); anything longer gets a
+#: clear answer before it is even normalised.
+MAX_BULK_MESSAGE_LENGTH = 30_000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 _TAGS = re.compile(r"</?(?:p|div|span|br|b|i|strong|em)\b[^>]*>", re.IGNORECASE)
+#: Tags that end a line in Teams' HTML (a pasted column arrives as paragraphs or ``<br>``-separated lines).
+_LINE_TAGS = re.compile(r"<br\s*/?>|</(?:p|div)>", re.IGNORECASE)
+#: What separates the devices of a list: new lines, commas, semicolons and tabs (spreadsheet columns).
+_LIST_SEPARATORS = re.compile(r"[\n,;\t]+")
+#: A header line pasted with a spreadsheet column ("serial", "Serial number", "Device name", …) is not a device.
+_HEADERS = frozenset(
+    (
+        "serial",
+        "serials",
+        "serialnumber",
+        "serialno",
+        "name",
+        "names",
+        "device",
+        "devices",
+        "devicename",
+        "intuneid",
+        "deviceid",
+        "id",
+        "ids",
+    )
+)
 _MENTION = re.compile(r"<at>[^<]{0,100}</at>", re.IGNORECASE)
 _REASON_SPLIT = re.compile(r"\s+(?:reason|because)\s*[:=]\s*", re.IGNORECASE)
 # Politeness around the whole command (never inside it): "can you …?", "please …", "… pls!", "@Bot …".
@@ -67,6 +92,15 @@ class Deprovision:
 
 
 @dataclass(frozen=True)
+class BulkDeprovision:
+    """``deprovision`` with several devices: one entry each, as typed, duplicates (any case) removed."""
+
+    targets: tuple[str, ...]
+    reason: str | None = None
+    reason_text: str | None = None
+
+
+@dataclass(frozen=True)
 class Status:
     target: str
 
@@ -89,11 +123,11 @@ class Unknown:
 
 @dataclass(frozen=True)
 class Invalid:
-    problem: str  # empty | message_too_long | control
+    problem: str  # empty | message_too_long | list_too_long | control
     command: str = "deprovision"  # the command typed, so the usage answer names it
 
 
-Command = Help | Deprovision | Status | History | Pending | Unknown | Invalid
+Command = Help | Deprovision | BulkDeprovision | Status | History | Pending | Unknown | Invalid
 
 
 def match_reason(text: str) -> str | None:
@@ -101,11 +135,40 @@ def match_reason(text: str) -> str | None:
     return _REASON_ALIASES.get(key)
 
 
-def normalise(text: str) -> str:
-    """Teams text → plain command text: entities decoded, leftover markup and mentions removed, spaces collapsed."""
-    text = html.unescape(_TAGS.sub(" ", text or ""))
+def normalise(text: str, *, lines: bool = False) -> str:
+    """Teams text → plain command text: entities decoded, leftover markup and mentions removed, spaces collapsed.
+
+    With ``lines`` the line breaks (and tabs) of a pasted list survive, one ``\\n`` (``\\t``) each.
+    """
+    text = _LINE_TAGS.sub("\n", text or "") if lines else text or ""
+    text = html.unescape(_TAGS.sub(" ", text))
     text = _MENTION.sub(" ", text).replace("\xa0", " ")
-    return re.sub(r"[ \t\r\n]+", " ", text).strip()
+    if not lines:
+        return re.sub(r"[ \t\r\n]+", " ", text).strip()
+    text = re.sub(r" *\t[ \t]*", "\t", re.sub(r"[ \f\v]+", " ", text.replace("\r\n", "\n").replace("\r", "\n")))
+    return re.sub(r"\s*\n\s*", "\n", text).strip()
+
+
+def collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_entries(text: str) -> list[str]:
+    """A list of devices → its entries, as typed, each once (case-insensitively), in order.
+
+    The rule (also in the help text and the README): new lines, commas, semicolons and tabs separate devices; spaces
+    inside an entry belong to it (device names may contain spaces, ``Chrome- PFSXKG0X``). A first line that is a
+    column header (``serial``, ``Serial number``, ``Device name``, …) is dropped. Quotes around an entry go.
+    One line with spaces only is not split here: the flow tries it as one device first (see ``bot/flow/bulk.py``).
+    """
+    pieces = [_unquote(p) for p in _LIST_SEPARATORS.split(text)]
+    pieces = [p for p in pieces if p]
+    if len(pieces) > 1 and re.sub(r"[^a-z]", "", pieces[0].lower()) in _HEADERS:
+        pieces = pieces[1:]
+    unique: dict[str, str] = {}
+    for piece in pieces:
+        unique.setdefault(piece.casefold(), piece)
+    return list(unique.values())
 
 
 def strip_polite(text: str) -> str:
@@ -142,16 +205,45 @@ def _command_of(text: str) -> str:
     return VERBS.get(match.group(1).lower().rstrip(":,"), "deprovision") if match else "deprovision"
 
 
+def _is_deprovision(text: str) -> bool:
+    match = _VERB.match(strip_polite(text.strip()))
+    return match is not None and VERBS.get(match.group(1).lower().rstrip(":,")) == "deprovision"
+
+
 def parse(raw: str | None) -> Command:
     if raw is None or not raw.strip():
         return Invalid("empty")
-    if len(raw) > MAX_MESSAGE_LENGTH:
+    if len(raw) > MAX_BULK_MESSAGE_LENGTH:
+        return Invalid("list_too_long", _command_of(normalise(raw[:200])))
+    if len(raw) > MAX_MESSAGE_LENGTH and not _is_deprovision(normalise(raw[:200])):
         return Invalid("message_too_long", _command_of(normalise(raw[:200])))
-    text = normalise(raw)
+    text = normalise(raw, lines=True)
     if not text:
         return Invalid("empty")
     if _CONTROL.search(text):
-        return Invalid("control", _command_of(text))
+        return Invalid("control", _command_of(collapse(text)))
+    verb = _VERB.match(strip_polite(text))
+    if verb and VERBS.get(verb.group(1).lower().rstrip(":,")) == "deprovision":
+        return _deprovision(verb.group(2))
+    return _parse_line(collapse(text))
+
+
+def _deprovision(rest: str) -> Command:
+    """``deprovision`` + one device, or a list (see :func:`split_entries`), and an optional ``reason:``."""
+    parts = _REASON_SPLIT.split(rest.strip(), maxsplit=1)
+    reason_text = collapse(parts[1]) if len(parts) == 2 else ""
+    reason = match_reason(reason_text) if reason_text else None
+    unknown = reason_text if reason_text and not reason else None
+    entries = split_entries(parts[0]) if _LIST_SEPARATORS.search(parts[0]) else [_unquote(collapse(parts[0]))]
+    entries = [e for e in entries if e]
+    if not entries:
+        return Invalid("empty", "deprovision")
+    if len(entries) == 1:
+        return Deprovision(entries[0], reason, unknown)
+    return BulkDeprovision(tuple(entries), reason, unknown)
+
+
+def _parse_line(text: str) -> Command:
     if text.lower().strip(" ?!.") in _HELP_WORDS or text.strip() == "?":
         return Help()
     text = strip_polite(text)

@@ -90,6 +90,11 @@ HELP_TITLE = "What I can do"
 HELP_LINES = (
     ("deprovision <device>", "name, serial number, Intune device id or Entra device id"),
     ("deprovision <device> reason: <reason>", "preselect a reason, e.g. “reason: retiring device”"),
+    (
+        "deprovision <device>, <device>, …",
+        "several at once (up to 100): separate them with new lines, commas or semicolons, or paste a column "
+        "(a header such as “serial” is skipped); one line with spaces is tried as one device name first",
+    ),
     ("status <device>", "device facts, ChromeOS state and the last action I took on it"),
     ("history [<device>]", "the last 10 actions: for a device, or your own"),
     ("pending", "requests waiting for approval"),
@@ -145,6 +150,7 @@ def usage(problem: str, command: str = "deprovision") -> str:
         "too_long": f"That device is too long for `{command}`. Use a device name, serial number or id (up to 128 characters).",
         "control": f"That `{command}` contains characters I can't use in a device name. Type the name or serial plainly.",
         "message_too_long": f"That `{command}` message is too long (over 1,000 characters). Type a shorter command — `help` lists them.",
+        "list_too_long": f"That `{command}` message is too long (over 30,000 characters). Nothing was done. Send the list in smaller parts.",
     }.get(problem, help_text())
 
 
@@ -581,6 +587,7 @@ def state_label(state: str) -> str:
         "expired": "expired",
         "confirmed": "deprovisioned (Intune confirmed)",
         "superseded": "superseded by a newer request",
+        "queued": "queued in a bulk request",
     }.get(state, state)
 
 
@@ -635,3 +642,214 @@ def intune_record(outcome: str, initiated_by: str, at: str) -> str:
     )
     parts = [state] + ([f"initiated by {md(initiated_by)}"] if initiated_by else []) + ([md(at)] if at else [])
     return " — ".join(parts)
+
+
+# -- bulk deprovision (a list of devices in one message) ------------------------------------------------------
+
+#: The classes of a listed device, in the order the summary card shows them.
+BULK_CLASSES: dict[str, str] = {
+    "ready": "Ready to deprovision",
+    "not_found": "Not found, or not yours to see",
+    "ambiguous": "Matches several devices — use the serial number",
+    "incomplete": "Too many matches to check safely — use the serial number",
+    "not_chromeos": "Not ChromeOS",
+    "denied": "Not permitted by your Intune role",
+    "busy": "Already in progress or done",
+    "duplicate": "Listed twice (counted once)",
+    "changed": "Changed in Intune since the list was checked (left out)",
+    "not_approved": "Left out: the approver's role does not cover it",
+    "taken": "Left out: another request took the device meanwhile",
+}
+#: Per-device results on the progress and final cards.
+BULK_RESULTS: dict[str, str] = {
+    "queued": "waiting",
+    "submitting": "sending",
+    "submitted": "sent, waiting for Google",
+    "confirmed": "deprovisioned (Intune confirmed)",
+    "failed": "failed",
+    "unknown": "outcome unknown — checking",
+    "cancelled": "not sent (cancelled)",
+}
+BULK_SHOW_ALL = "Show all"
+BULK_TITLE_NOTHING = "Nothing to deprovision in that list"
+BULK_TITLE_CANCELLED = "Bulk request cancelled"
+BULK_TITLE_EXPIRED = "Bulk request expired"
+BULK_TITLE_REJECTED = "Bulk request rejected"
+BULK_TITLE_WAITING = "Bulk request waiting for approval"
+BULK_RESULTS_TITLE = "Devices"
+FACT_DONE = "Sent"
+FACT_FAILED = "Failed"
+FACT_UNKNOWN = "Unknown"
+FACT_REMAINING = "Remaining"
+FACT_NOT_SENT = "Not sent"
+
+
+def bulk_title(count: int) -> str:
+    return f"Deprovision {count} ChromeOS device{'s' if count != 1 else ''}?"
+
+
+def bulk_button(count: int, *, approval: bool) -> str:
+    noun = f"{count} device{'s' if count != 1 else ''}"
+    return f"Request approval for {noun}" if approval else f"Deprovision {noun}"
+
+
+def bulk_running_title(count: int) -> str:
+    return f"Deprovisioning {count} device{'s' if count != 1 else ''}…"
+
+
+def bulk_finished_title(count: int) -> str:
+    return f"Bulk deprovision finished — {count} device{'s' if count != 1 else ''}"
+
+
+@_markup
+def bulk_too_many(count: int, limit: int) -> str:
+    return (
+        f"That list names {count} devices; I take at most {limit} in one message (as the Intune admin center does). "
+        "Nothing was done. Split the list and send it in parts."
+    )
+
+
+@_markup
+def bulk_entry_invalid(number: int, entry: str, problem: str) -> str:
+    why = {
+        "too_long": "is too long for a device name (over 128 characters)",
+        "control": "contains characters I can't use in a device name",
+    }.get(problem, "is not a device name")
+    return f"Entry {number} (“{md(entry[:40])}”) {why}. Nothing was done; fix the list and send it again."
+
+
+@_markup
+def bulk_ready_line(name: str, serial: str, ou: str) -> str:
+    return f"**{md(name[:48])}** · {md(serial[:32])} · {md(ou[:48]) if ou else NONE}"
+
+
+@_markup
+def bulk_other_line(klass: str, entry: str, detail: str) -> str:
+    text = f"**{md(entry[:48])}**"
+    return f"{text} — {md(detail[:120])}" if detail else text
+
+
+@_markup
+def bulk_section(klass: str, count: int) -> str:
+    return f"{md(BULK_CLASSES.get(klass, klass))} ({count})"
+
+
+def bulk_detail(klass: str, item_detail: str, requester: str = "", state: str = "") -> str:
+    """The short "why" beside a device that is not ready (plain text; the card escapes it)."""
+    if klass == "not_chromeos":
+        return f"runs {item_detail}" if item_detail else "not ChromeOS"
+    if klass == "busy":
+        label = {"confirmed": "already deprovisioned", "submitted": "already sent to Intune"}.get(state, "in progress")
+        return f"{label} (requested by {requester})" if requester else label
+    return item_detail
+
+
+def bulk_counts_line(counts: dict[str, int]) -> list[tuple[str, str]]:
+    return [(BULK_CLASSES[k], str(n)) for k, n in counts.items() if n and k in BULK_CLASSES]
+
+
+@_markup
+def bulk_result_line(name: str, serial: str, state: str) -> str:
+    return f"**{md(name[:48])}** · {md(serial[:32])} — {md(BULK_RESULTS.get(state, state))}"
+
+
+@_markup
+def bulk_intro(ready: int, listed: int) -> str:
+    return f"You listed {listed} device{'s' if listed != 1 else ''}; {ready} can be deprovisioned now."
+
+
+@_markup
+def bulk_waiting_for(name: str) -> str:
+    return f"Waiting for {md(name)} to confirm. Only {md(name)} can start this bulk request."
+
+
+@_markup
+def bulk_running(name: str) -> str:
+    return (
+        f"Started by {md(name)}. Each device is sent once; this card updates every few seconds. Cancel stops the "
+        "devices not yet sent."
+    )
+
+
+@_markup
+def bulk_finished(sent: int, failed: int, unknown: int, not_sent: int) -> str:
+    parts = [f"{sent} sent to Intune"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if unknown:
+        parts.append(f"{unknown} with an unknown outcome (I'm checking Intune's record; those devices stay locked)")
+    if not_sent:
+        parts.append(f"{not_sent} not sent")
+    return "; ".join(parts) + ". Each device must be factory reset (powerwash) before it can enrol again."
+
+
+@_markup
+def bulk_cancelled(name: str, not_sent: int) -> str:
+    return (
+        f"Cancelled by {md(name)}. {not_sent} device{'s' if not_sent != 1 else ''} not sent; nothing more will be sent."
+    )
+
+
+@_markup
+def bulk_awaiting(requester: str) -> str:
+    return (
+        f"{md(requester)} confirmed. A second person with the right Intune role must approve (they type **pending** to "
+        "me, or use this card); devices their role does not cover are left out, visibly."
+    )
+
+
+@_markup
+def bulk_rejected(name: str, comment: str) -> str:
+    return f"Rejected by {md(name)}: “{md(comment)}”. Nothing was sent."
+
+
+@_markup
+def proactive_bulk_finished(count: int, sent: int, failed: int, unknown: int) -> str:
+    return (
+        f"Bulk deprovision of {count} device{'s' if count != 1 else ''} finished: {sent} sent, {failed} failed, "
+        f"{unknown} unknown. The card above lists every device."
+    )
+
+
+@_markup
+def history_bulk_row(
+    count: int, sent: int, failed: int, unknown: int, not_sent: int, state: str, requester: str
+) -> str:
+    return (
+        f"Bulk request, {count} device{'s' if count != 1 else ''} — {md(state)} — sent {sent}, failed {failed}, "
+        f"unknown {unknown}, not sent {not_sent} — {md(requester)}"
+    )
+
+
+def bulk_denied_reason(reason: str | None) -> str:
+    """Why the requester's role does not cover one listed device (plain text, short)."""
+    reasons: dict[str, str] = {
+        DenyReason.NOT_ALLOWED: "your role explicitly does not allow it",
+        DenyReason.MISSING_READ: "your role lacks Managed devices / Read",
+        DenyReason.OUT_OF_SCOPE_GROUPS: "outside the groups of your assignment",
+        DenyReason.OUT_OF_SCOPE_TAGS: "outside the scope tags of your assignment",
+    }
+    return reasons.get(str(reason or ""), "no role of yours includes Remote tasks / Retire")
+
+
+def bulk_ambiguous(serials: Sequence[str], total: int) -> str:
+    return f"matches {total} devices ({', '.join(serials[:5])})"
+
+
+def bulk_duplicate(first: str) -> str:
+    return f"the same device as {first}"
+
+
+@_markup
+def card_not_eligible_bulk() -> str:
+    return "You can't approve any device of this request: your Intune role covers none of them."
+
+
+@_markup
+def pending_bulk_row(count: int, requester: str, *, own: bool) -> str:
+    who = "your request" if own else f"by {md(requester)}"
+    return f"Bulk request, {count} device{'s' if count != 1 else ''} — {who}"
+
+
+def pending_bulk_label(count: int) -> str:
+    return f"bulk request ({count})"

@@ -404,6 +404,12 @@ class RbacChecker:
         """
         return (await self._guarded(self._check_many(requester_id, [device], reread=True)))[0]
 
+    async def access_current_many(
+        self, requester_id: str, devices: Sequence[Device]
+    ) -> list[tuple[Device | None, Access | None]]:
+        """:meth:`access_current` for several devices (bulk confirmation and approval): batched the same way."""
+        return await self._guarded(self._check_many(requester_id, list(devices), reread=True))
+
     @staticmethod
     async def _guarded(work: Awaitable[_T]) -> _T:
         """Fail closed: any Graph failure while gathering facts is :class:`RbacUnavailable`."""

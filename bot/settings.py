@@ -227,6 +227,18 @@ VARIABLES: tuple[Var, ...] = (
         "values are logged at debug level)"),
     Var("INTUNE_DEPROVISIONED_VALUES", "deprovisioned_values", p.names, "deprovisioned",
         "status values that mean the device is deprovisioned (case-insensitive; **UNVERIFIED**)"),
+    # -- Bulk requests (`deprovision` + a list) -------------------------------------------------------------------
+    Var("BULK_MAX", "bulk_max", p.whole(1, 1000), "100",
+        "most devices one `deprovision` list may name (the Intune admin center's bulk limit); more gets a clear answer "
+        "and nothing happens"),
+    Var("BULK_CONCURRENCY", "bulk_concurrency", p.whole(1, 50), "4",
+        "deprovision POSTs in flight at once per bulk request"),
+    Var("BULK_WRITE_BUDGET", "bulk_write_budget", p.rate, "200/20s",
+        "Intune's write budget per app (writes/window, graph-intune.md §10): a bulk run never sends more within any "
+        "window; Graph's `429`/`Retry-After` is honoured on top (other instances' writes are not counted)"),
+    Var("BULK_UPDATE_INTERVAL", "bulk_update_interval", _DURATION, "3s",
+        "at most one in-place update of a bulk request's card per interval (Teams throttles message updates); the "
+        "final card is always sent"),
     # -- Operator tools (read by the tool named, not at start-up) -----------------------------------------------------
     Var("DOCTOR_TEST_USER_ID", None, None, None, "`doctor` only: a user object id to test group membership with"),
     Var("MICROSOFT_APP_ID", None, None, None,
@@ -294,6 +306,11 @@ class Settings:
     botframework_openid_metadata: str
     botframework_issuers: tuple[str, ...]
     allowed_service_url_hosts: tuple[str, ...]
+    # Bulk requests (``deprovision`` + a list): size, concurrency, Intune's write budget, card update pace
+    bulk_max: int
+    bulk_concurrency: int
+    bulk_write_budget: tuple[int, float]
+    bulk_update_interval: float
 
     @property
     def anonymous(self) -> bool:

@@ -161,3 +161,26 @@ def secret_of_at_least(size: int) -> Parse:
         return value
 
     return parse
+
+
+def whole(low: int, high: int) -> Parse:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(value: str) -> int:
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return int(value)
+
+    return parse
+
+
+def rate(value: str) -> tuple[int, float]:
+    """``writes/window`` such as ``200/20s`` → ``(200, 20.0)``."""
+    writes, _, window = value.partition("/")
+    try:
+        budget = (int(writes), parse_duration(window))
+    except ValueError:
+        budget = (0, 0.0)
+    if budget[0] < 1 or budget[1] <= 0:
+        raise ValueError(f"expected writes/duration such as 200/20s, got {value!r}")
+    return budget

@@ -10,6 +10,9 @@ States::
         ├──ttl──▶ expired       └──ttl──▶ expired                                    confirmed | failed
         └──a newer request for the device, or another one confirmed──▶ superseded
 
+A device of a bulk request (bot.batches) starts in *queued* — written ahead when the request is confirmed, holding the
+device — and the bulk runner claims it (*queued* → *submitting*) or a cancel releases it (*queued* → *cancelled*).
+
 *submitted* means Intune accepted the request (204); *confirmed* that Intune's own record says it was carried out.
 An *unknown* write keeps its device locked until Intune's record (or an operator) settles it.
 
@@ -57,6 +60,7 @@ class State(enum.StrEnum):
     EXPIRED = "expired"
     CONFIRMED = "confirmed"
     SUPERSEDED = "superseded"
+    QUEUED = "queued"  # one device of a confirmed bulk request, written ahead, waiting for the runner
 
 
 REQUESTED = State.REQUESTED
@@ -69,10 +73,11 @@ CANCELLED = State.CANCELLED
 EXPIRED = State.EXPIRED
 CONFIRMED = State.CONFIRMED
 SUPERSEDED = State.SUPERSEDED
+QUEUED = State.QUEUED
 STATES = tuple(State)
 OPEN_STATES = (REQUESTED, AWAITING_APPROVAL)
 #: States that hold the device: no second request can reach Graph (an unknown write included).
-INFLIGHT_STATES = (AWAITING_APPROVAL, SUBMITTING, SUBMITTED, UNKNOWN, CONFIRMED)
+INFLIGHT_STATES = (AWAITING_APPROVAL, QUEUED, SUBMITTING, SUBMITTED, UNKNOWN, CONFIRMED)
 #: States after which the bot sends nothing more for the action (it may still follow Intune's record).
 FINAL_STATES = (SUBMITTED, UNKNOWN, CANCELLED, EXPIRED, CONFIRMED, SUPERSEDED)
 #: States whose outcome the bot follows in Intune's own record until it settles (or the budget runs out).
@@ -90,6 +95,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     EXPIRED: (),
     CONFIRMED: (),
     SUPERSEDED: (),
+    QUEUED: (SUBMITTING, CANCELLED),  # the bulk runner claims it, or the bulk request is cancelled first
 }
 
 actions = sa.Table(
@@ -135,6 +141,7 @@ actions = sa.Table(
     sa.Column("intune_state", sa.String(32)),
     sa.Column("intune_detail", sa.Text),
     sa.Column("settled_at", sa.Float),
+    sa.Column("batch_id", sa.String(64), index=True),  # the bulk request this device belongs to (bot.batches)
 )
 
 selections = sa.Table(
@@ -219,6 +226,7 @@ class Action:
     intune_state: str | None = None  # what Intune's record said last: pending | done | failed | not_confirmed
     intune_detail: str | None = None
     settled_at: float | None = None  # when Intune's record settled the outcome
+    batch_id: str | None = None  # the bulk request this device belongs to (see bot.batches)
 
     @property
     def device(self) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> Non
             if reply.text:
                 await context.send_activity(reply.text)
         response = await context.send_activity(outgoing)
-        if reply.action_id or reply.selection_id:
+        if reply.action_id or reply.selection_id or reply.batch_id:
             await workflow.card_sent(reply, response.id if response else None)
 
     @app.invoke(_INVOKE_NAME)

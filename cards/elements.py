@@ -56,6 +56,8 @@ class Container(TypedDict):
     type: Literal["Container"]
     items: list[Element]
     style: NotRequired[ContainerStyle]
+    id: NotRequired[str]
+    isVisible: NotRequired[bool]
 
 
 class Choice(TypedDict):
@@ -92,6 +94,17 @@ class ExecuteAction(TypedDict):
     style: NotRequired[ActionStyle]
 
 
+class ToggleAction(TypedDict):
+    """Shows or hides elements on the card itself (no round trip): the "show all" of a long list."""
+
+    type: Literal["Action.ToggleVisibility"]
+    title: str
+    targetElements: list[str]
+
+
+CardAction = ExecuteAction | ToggleAction
+
+
 class Refresh(TypedDict):
     action: ExecuteAction
     userIds: list[str]
@@ -104,7 +117,7 @@ AdaptiveCard = TypedDict(
         "$schema": str,
         "version": str,
         "body": list[Element],
-        "actions": NotRequired[list[ExecuteAction]],
+        "actions": NotRequired[list[CardAction]],
         "refresh": NotRequired[Refresh],
         "fallbackText": NotRequired[str],
     },
@@ -164,11 +177,21 @@ def facts(pairs: Sequence[tuple[str, str]]) -> FactSet:
     }
 
 
-def container(items: Sequence[Element], *, style: ContainerStyle | None = None) -> Container:
+def container(
+    items: Sequence[Element], *, style: ContainerStyle | None = None, id: str | None = None, hidden: bool = False
+) -> Container:
     box: Container = {"type": "Container", "items": list(items)}
     if style:
         box["style"] = style
+    if id:
+        box["id"] = id
+    if hidden:
+        box["isVisible"] = False
     return box
+
+
+def toggle(title: str, *targets: str) -> ToggleAction:
+    return {"type": "Action.ToggleVisibility", "title": label(title, 80), "targetElements": list(targets)}
 
 
 def execute(
@@ -218,7 +241,7 @@ def text_input(input_id: str, title: str, *, max_length: int = 500) -> TextInput
 
 def card(
     body: Sequence[Element],
-    actions: Sequence[ExecuteAction] = (),
+    actions: Sequence[CardAction] = (),
     *,
     refresh: Refresh | None = None,
     fallback_text: str = "",

@@ -84,13 +84,18 @@ def history_card(title: str, rows: Sequence[tuple[str | float, str]]) -> dict[st
     return card([text(title, weight="bolder", size="medium"), facts(pairs)], fallback_text=title)
 
 
-def pending_card(title: str, items: Sequence[tuple[str, str, str, float]]) -> dict[str, Any]:
+def pending_card(
+    title: str,
+    items: Sequence[tuple[str, str, str, float]],
+    bulk: Sequence[tuple[str, str, str, float]] = (),
+) -> dict[str, Any]:
     """``items``: (action id, device name, one-line summary (``Markup`` from ``m.pending_row``; a plain ``str`` is
-    escaped), expires at)."""
+    escaped), expires at); ``bulk``: the same for bulk requests (batch id, button label, summary, expires at)."""
     body: list[Element] = [text(title, weight="bolder", size="medium")]
     actions: list[ExecuteAction] = []
-    for action_id, device_name, summary, expires_at in items[:10]:
+    rows = [(i, n, s, e, "actionId") for i, n, s, e in items] + [(i, n, s, e, "batchId") for i, n, s, e in bulk]
+    for item_id, device_name, summary, expires_at, key in rows[:10]:
         body.append(text(m.pending_line(summary, when(expires_at))))
         label = device_name if len(device_name) <= 40 else device_name[:39] + "…"
-        actions.append(execute(f"Open {label}", verbs.REFRESH, {"actionId": action_id}, inputs="none"))
+        actions.append(execute(f"Open {label}", verbs.REFRESH, {key: item_id}, inputs="none"))
     return card(body, actions, fallback_text=title)

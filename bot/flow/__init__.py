@@ -3,7 +3,11 @@
 ``deprovision <device>`` → lookup → read check → ChromeOS check → role check → confirmation card → (approval) →
 Graph → the card updated in place::
 
-    commands    chat text → lookups, least disclosure, the confirmation / "which device?" cards, status, history
+    commands    chat text → lookups, least disclosure, the confirmation / "which device?" cards
+    info        status, history, pending
+    bulk        ``deprovision`` + a list: batched lookup, classes, one summary card, confirm once (bulk_approve:
+                the two-person rule for a list; bulk_run: write-ahead rows sent once each within Intune's budget;
+                bulk_views: the card updated in place at a bounded pace)
     clicks      card invokes → who may see and do what → confirm, cancel, retry (approve/reject via approvals)
     approvals   the two-person rule: waiting, finding approvers, approve, reject
     submission  write-ahead, the one Graph call, expiry, crash recovery (sweep, reconcile)
@@ -16,6 +20,7 @@ import asyncio
 
 from bot.flow.approvals import Approvals
 from bot.flow.base import Conversation, Deps, InvokeAnswer, Member, Notifier, Reply, Requester, Viewer
+from bot.flow.bulk import Bulk
 from bot.flow.clicks import Clicks
 from bot.flow.commands import Commands
 from bot.flow.submission import Submission
@@ -32,12 +37,18 @@ class Workflow:
         self.views = Views(deps)
         self.submission = Submission(deps, self.views)
         self.approvals = Approvals(deps, self.views, self.submission)
-        self.commands = Commands(deps, self.views)
+        self.bulk = Bulk(deps, self.views, self.submission)
+        self.commands = Commands(deps, self.views, self.bulk)
         self.clicks = Clicks(deps, self.views, self.submission, self.approvals, self.commands)
         self.on_message = self.commands.on_message
         self.card_sent = self.commands.card_sent
         self.on_invoke = self.clicks.on_invoke
-        self.sweep = self.submission.sweep
+
+    async def sweep(self) -> dict[str, int]:
+        """Single requests (expiry, crash recovery, outcomes), then bulk requests (expiry, resuming runs)."""
+        counts = await self.submission.sweep()
+        counts.update(await self.bulk.sweep())
+        return counts
 
     async def drain(self, limit: float = 10.0) -> None:
         """Let in-flight Graph submissions finish (graceful shutdown)."""

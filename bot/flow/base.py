@@ -68,12 +68,13 @@ class Member:
 
 @dataclass
 class Reply:
-    """One outgoing message: text or a card; ``action_id``/``selection_id`` ask for the sent message's id."""
+    """One outgoing message: text or a card; ``action_id``/``selection_id``/``batch_id`` ask for the sent message's id."""
 
     text: str | None = None
     card: dict[str, Any] | None = None
     action_id: str | None = None
     selection_id: str | None = None
+    batch_id: str | None = None
 
 
 @dataclass

@@ -60,6 +60,8 @@ class Clicks:
         try:
             if verb == verbs.SELECT:
                 return await self.commands.select(who, conv, data)
+            if verb in verbs.BULK or "batchId" in data:
+                return await self.commands.bulk.on_invoke(who, conv, verb, data)
             action_id = str(data.get("actionId") or "")
             action = await self.deps.store.get(action_id) if ACTION_ID_RE.match(action_id) else None
             if action is None or action.tenant_id != who.tenant_id:

@@ -1,12 +1,16 @@
-"""Typed chat commands: ``deprovision``, ``status``, ``history``, ``pending``, ``help`` — and the device choice.
+"""Typed chat commands: ``deprovision`` (one device or a list), ``help`` — and the device choice; ``status``,
+``history`` and ``pending`` are answered by :mod:`bot.flow.info`, lists by :mod:`bot.flow.bulk`.
 
 A requester learns about a device only what Intune would show them (graph-intune.md §16): every command looks
 up exactly, then keeps only the devices the requester can read; not found and not readable get one answer.
+
+One line with spaces (``deprovision Chrome- PFSXKG0X``) is first tried as one device, exactly as always; only when it
+names no device the requester may read are its words taken as a list (``deprovision A1 B2 C3``) — and if none of
+those is one either, the answer is the single device's (not found, "did you mean").
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
@@ -25,20 +29,15 @@ from bot.flow.base import (
     Viewer,
     unavailable,
 )
-from bot.flow.submission import chrome_state
+from bot.flow.bulk import Bulk
+from bot.flow.info import Info
 from bot.flow.views import Views
-from bot.intune_record import deprovision_audits, read_record
 from bot.rbac import Access
-from bot.store import EXPIRED, OPEN_STATES, REQUESTED, Action, Selection
+from bot.store import REQUESTED, Action, Selection
 from cards.deprovision import message_card
-from cards.info import help_card, history_card, pending_card, selection_card, status_card
+from cards.info import help_card, selection_card
 
 Found = list[tuple[Device, Access]]
-
-
-def _final(action: Action, now: float) -> str:
-    """The state history shows: a request past its deadline is *expired* even before the sweep has moved it."""
-    return EXPIRED if action.state in OPEN_STATES and action.expired(now) else action.state
 
 
 def _retitled(card: dict[str, Any], query: str, count: int) -> dict[str, Any]:
@@ -62,9 +61,11 @@ def _command_name(command: cmd.Command) -> str:
 
 
 class Commands:
-    def __init__(self, deps: Deps, views: Views) -> None:
+    def __init__(self, deps: Deps, views: Views, bulk: Bulk) -> None:
         self.deps = deps
         self.views = views
+        self.bulk = bulk
+        self.info = Info(deps, self, bulk.batches)
 
     async def on_message(self, who: Requester, conv: Conversation, text: str | None) -> Reply:
         command = cmd.parse(text)
@@ -79,11 +80,16 @@ class Commands:
         try:
             if isinstance(command, cmd.Deprovision):
                 return await self._deprovision(who, conv, command)
+            if isinstance(command, cmd.BulkDeprovision):
+                if command.reason_text:
+                    return Reply(text=m.unknown_reason(command.reason_text))
+                reply = await self.bulk.request(who, conv, list(command.targets), command.reason)
+                return reply or Reply(text=m.not_found(command.targets[0]))
             if isinstance(command, cmd.Status):
-                return await self._status(who, command.target)
+                return await self.info.status(who, command.target)
             if isinstance(command, cmd.History):
-                return await self._history(who, command.target)
-            return await self._pending(who)
+                return await self.info.history(who, command.target)
+            return await self.info.pending(who)
         except InvalidInput as exc:
             return Reply(text=m.usage(exc.problem, _command_name(command)))
         except (RbacUnavailable, GraphError) as exc:
@@ -97,13 +103,23 @@ class Commands:
             await self.deps.store.update_fields(reply.action_id, card_activity_id=activity_id)
         if reply.selection_id:
             await self.deps.store.selection_sent(reply.selection_id, activity_id)
+        if reply.batch_id:
+            await self.bulk.card_sent(reply.batch_id, activity_id)
 
     # -- deprovision -------------------------------------------------------------------------------------
 
     async def _deprovision(self, who: Requester, conv: Conversation, command: cmd.Deprovision) -> Reply:
         if command.reason_text:
             return Reply(text=m.unknown_reason(command.reason_text))
-        found = await self._readable(who, command.target, suggest=True, reason=command.reason)
+        words = command.target.split()
+        found = await self.readable(who, command.target, suggest=len(words) == 1, reason=command.reason)
+        if isinstance(found, Reply) and len(words) > 1:
+            # Not one device the requester may read: perhaps several, separated by spaces.
+            listed = await self.bulk.request(who, conv, words, command.reason, quiet=True)
+            if listed is not None:
+                return listed
+            offer = await self._suggest(who, command.target, command.reason)
+            return offer or found
         if isinstance(found, Reply):
             return found
         if len(found) == 1:
@@ -111,7 +127,7 @@ class Commands:
             return await self.request(who, conv, device, command.reason, access=access)
         return await self._offer_choice(who, command.target, found, command.reason)
 
-    async def _readable(
+    async def readable(
         self, who: Requester, target: str, *, suggest: bool = False, reason: str | None = None
     ) -> Found | Reply:
         """The devices matching ``target`` exactly that the requester could see in Intune (least disclosure).
@@ -263,106 +279,3 @@ class Commands:
             return InvokeAnswer(card=reply.card)
         await self.views.update_shared(action)
         return InvokeAnswer(card=await self.views.render(action, Viewer.REQUESTER))
-
-    # -- status, history, pending ----------------------------------------------------------------------
-
-    async def _one_readable(self, who: Requester, target: str) -> Device | Reply:
-        """Exactly one readable device for ``status``/``history``, or the answer to give instead."""
-        found = await self._readable(who, target)
-        if isinstance(found, Reply):
-            return found
-        if len(found) > 1:
-            return Reply(text=m.ambiguous(target.strip(), len(found)))
-        return found[0][0]
-
-    async def _status(self, who: Requester, target: str) -> Reply:
-        device = await self._one_readable(who, target)
-        if isinstance(device, Reply):
-            return device
-        details, audits = await asyncio.gather(
-            self.deps.devices.details(device.id), deprovision_audits(self.deps.graph, device.id)
-        )
-        record = read_record(audits, details, device.id, 0.0, self.deps.settings)
-        intune = m.intune_record(record.outcome, record.initiated_by, record.at) if record.outcome != "absent" else ""
-        last = await self.deps.store.latest_for_device(device.id)
-        catalog = await self.deps.rbac.catalog()
-        return Reply(
-            card=status_card(
-                device.snapshot(),
-                catalog.tag_names,
-                operating_system=f"{device.operating_system} {device.os_version}".strip(),
-                management_state=str(details.get("managementState") or device.management_state),
-                chrome_state=chrome_state(details),
-                last_action=m.last_action(last.state, last.requester_name, last.updated_at) if last else "",
-                intune_record=intune,
-            )
-        )
-
-    async def _history(self, who: Requester, target: str | None) -> Reply:
-        label: str | None = None
-        if target:
-            device = await self._one_readable(who, target)
-            if isinstance(device, Reply):
-                return device
-            items = await self.deps.store.history(device_id=device.id)
-            label = device.name
-        else:
-            # Permission first: no Intune lookups for someone who may not see devices at all.
-            if not await self.deps.rbac.can_read_devices(who.aad_id):
-                return Reply(text=m.denied_read("history"))
-            items = await self._still_readable(who, await self.deps.store.history(requester_id=who.aad_id))
-        if not items:
-            return Reply(text=m.history_empty(label))
-        now = self.deps.clock()
-        rows = [
-            (
-                a.created_at,
-                m.history_row(
-                    a.device_name, a.device_serial, m.state_label(_final(a, now)), a.requester_name, a.reason
-                ),
-            )
-            for a in items
-        ]
-        return Reply(card=history_card(m.history_title(label), rows))
-
-    async def _still_readable(self, who: Requester, items: list[Action]) -> list[Action]:
-        """Only the actions on devices the viewer can read today (their scope may have shrunk)."""
-        if not items:
-            return []
-        snapshots = {a.device_id: Device.from_snapshot(a.device) for a in items}
-        accesses = await self.deps.rbac.access_many(who.aad_id, list(snapshots.values()))
-        readable = {d for d, access in zip(snapshots, accesses, strict=True) if access.readable}
-        return [a for a in items if a.device_id in readable]
-
-    async def _pending(self, who: Requester) -> Reply:
-        """The viewer's own waiting requests and those they may approve — nothing else in the tenant."""
-        waiting = await self.deps.store.awaiting_approval(who.tenant_id)
-        mine = [a for a in waiting if a.requester_id == who.aad_id]
-        others = [a for a in waiting if a.requester_id != who.aad_id]
-        items = mine + (await self._approvable(who, others) if others else [])
-        if not items:
-            return Reply(text=m.pending_empty())
-        summary = [
-            (
-                a.id,
-                a.device_name,
-                m.pending_row(a.device_name, a.device_serial, a.requester_name, own=a.requester_id == who.aad_id),
-                a.expires_at,
-            )
-            for a in items
-        ]
-        return Reply(card=pending_card(m.pending_title(len(items)), summary))
-
-    async def _approvable(self, who: Requester, actions: list[Action]) -> list[Action]:
-        """The requests ``who`` could approve: approvers group, and the deprovision right on each device."""
-        deps = self.deps
-        group = deps.settings.approver_group_id
-        if group and not await deps.rbac.is_group_member(who.aad_id, group):
-            return []
-        devices = [Device.from_snapshot(a.device) for a in actions]
-        accesses = await deps.rbac.access_many(who.aad_id, devices)
-        return [
-            a
-            for a, d, access in zip(actions, devices, accesses, strict=True)
-            if access.decision.allowed and access.readable and d.is_chromeos
-        ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages as m
@@ -79,14 +80,22 @@ class Submission:
         done, _ = await asyncio.wait({task}, timeout=self.deps.settings.invoke_budget)
         return InvokeAnswer(card=await self.views.render(task.result() if done else updated, viewer))
 
-    async def send(self, action: Action, actor: Requester) -> Action:
-        """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards."""
+    async def send(
+        self, action: Action, actor: Requester, *, gate: Callable[[], Awaitable[None]] | None = None
+    ) -> Action:
+        """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards.
+
+        ``gate`` (the bulk runner's write budget) is awaited right before the POST, so the pace it keeps is the pace
+        Graph sees.
+        """
         deps = self.deps
         wire_reason = deps.settings.reason_map.get(action.reason or "", action.reason or "")
         await deps.audit.record(
             "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
         )
         deps.checkpoint("before_graph")
+        if gate is not None:
+            await gate()
         outcome: Action | None
         try:
             response = await deps.graph.deprovision(

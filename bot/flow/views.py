@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bot import messages as m
@@ -13,6 +14,8 @@ from cards.deprovision import ActionView, action_card, message_card
 class Views:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        #: A device of a bulk request changed: its batch card is refreshed (throttled) instead of a card of its own.
+        self.batch_changed: Callable[[str], None] | None = None
 
     async def render(
         self, action: Action, viewer: Viewer, *, note: str | None = None, approval_card: bool = False
@@ -67,6 +70,8 @@ class Views:
     async def update_shared(self, action: Action) -> None:
         """PUT the shared message(s) so every client drops stale buttons."""
         notifier = self.deps.notifier
+        if action.batch_id and self.batch_changed is not None:
+            self.batch_changed(action.batch_id)
         if notifier is None:
             return
         if action.card_activity_id:
@@ -91,7 +96,8 @@ class Views:
             await self.update_shared(updated)
 
     async def notify(self, action: Action, text: str) -> None:
-        if self.deps.notifier is not None:
+        """A proactive message about ``action``; a bulk request's devices report on their batch card instead."""
+        if self.deps.notifier is not None and not action.batch_id:
             await self.deps.notifier.send(action.reference, text=text)
 
     async def notify_unknown(self, action: Action) -> None:
@@ -100,6 +106,8 @@ class Views:
             return
         if not await self.deps.store.claim_notification(action.id):
             return  # another instance (or an earlier sweep) already told the requester
+        if action.batch_id:
+            return  # the batch card lists the device as "outcome unknown"
         sent = await notifier.send(action.reference, text=m.proactive_unknown(action.device_name))
         if sent is None:
             await self.deps.store.claim_notification(action.id, claimed=False)  # try again on the next sweep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import Deprovision, Help, History, Invalid, Pending, Status, Unknown, parse
+from bot.commands import BulkDeprovision, Deprovision, Help, History, Invalid, Pending, Status, Unknown, parse
 
 
 @pytest.mark.parametrize(
@@ -56,4 +56,42 @@ from bot.commands import Deprovision, Help, History, Invalid, Pending, Status, U
     ],
 )
 def test_parse(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+# -- bulk: deprovision followed by several devices ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("deprovision A1, B2; C3", BulkDeprovision(("A1", "B2", "C3"))),
+        ("deprovision\nSerial number\nPF83MNK5\nPFAK0D6F\n", BulkDeprovision(("PF83MNK5", "PFAK0D6F"))),
+        ("<p>deprovision</p><p>serial</p><p>PF83MNK5</p><p>PFAK0D6F</p>", BulkDeprovision(("PF83MNK5", "PFAK0D6F"))),
+        ("deprovision PF83MNK5<br>pf83mnk5<br/>PFAK0D6F", BulkDeprovision(("PF83MNK5", "PFAK0D6F"))),
+        (
+            "deprovision NHS-CART7-01\tPF83MNK5\nNHS-CART7-02\tPFAK0D6F",
+            BulkDeprovision(("NHS-CART7-01", "PF83MNK5", "NHS-CART7-02", "PFAK0D6F")),
+        ),
+        # spaces inside an entry of a list belong to the name
+        ("deprovision Chrome- PFSXKG0X\nNHS-CART7-01", BulkDeprovision(("Chrome- PFSXKG0X", "NHS-CART7-01"))),
+        ("deprovision A1, B2 reason: retiring", BulkDeprovision(("A1", "B2"), "retiring_device")),
+        ("deprovision A1\nB2\nreason: lost it", BulkDeprovision(("A1", "B2"), None, "lost it")),
+        ("please deprovision A1, 'B2', \"C3\" thanks", BulkDeprovision(("A1", "B2", "C3"))),
+        # one line with spaces only stays one entry: the flow tries it as one device first
+        ("deprovision Chrome- PFSXKG0X", Deprovision("Chrome- PFSXKG0X")),
+        # duplicates (any case) count once; one left is the single-device command
+        ("deprovision NHS-CART7-01, nhs-cart7-01", Deprovision("NHS-CART7-01")),
+        ("deprovision serial\nNHS-CART7-01", Deprovision("NHS-CART7-01")),
+        ("deprovision , ; ,\n;", Invalid("empty", "deprovision")),
+        ("deprovision A1,\x07B2", Invalid("control", "deprovision")),
+        (
+            "deprovision " + ",".join(f"D{i:04d}" for i in range(3000)),
+            BulkDeprovision(tuple(f"D{i:04d}" for i in range(3000))),
+        ),
+        ("deprovision " + "x" * 30_000, Invalid("list_too_long", "deprovision")),
+        ("status A1, B2" + " " * 1000, Invalid("message_too_long", "status")),
+    ],
+)
+def test_parse_lists(text: str, expected: object) -> None:
     assert parse(text) == expected

@@ -31,7 +31,7 @@ DEVICE = {
 STATES = ("requested", "awaiting_approval", "submitting", "submitted", "failed", "unknown", "cancelled", "expired")
 VIEWERS = ("requester", "approver", "other")
 MAX_CARD_BYTES = 28 * 1024
-DESTRUCTIVE = (verbs.CONFIRM, verbs.APPROVE, verbs.RETRY)
+DESTRUCTIVE = (verbs.CONFIRM, verbs.APPROVE, verbs.RETRY, verbs.BULK_CONFIRM, verbs.BULK_APPROVE)
 
 
 def view(state: str, **kw: Any) -> ActionView:

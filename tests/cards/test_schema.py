@@ -41,6 +41,7 @@ from referencing.jsonschema import DRAFT6
 
 from cards.deprovision import ActionView, action_card, message_card
 from cards.info import help_card, history_card, pending_card, selection_card, status_card
+from tests.cards.test_bulk_cards import bulk_catalogue
 from tests.cards.test_cards import DEVICE, STATES, VIEWERS, view
 from tests.conftest import require_service
 
@@ -234,6 +235,7 @@ def _catalogue() -> list[Any]:
         ),
     }
     cards += [pytest.param(build, id=name) for name, build in variants.items()]
+    cards += [pytest.param(build, id=name) for name, build in bulk_catalogue().items()]
     return cards
 
 

@@ -224,3 +224,37 @@ async def test_help_and_a_polite_request(start_stack: StackFactory, open_chat: C
         await card_fits(card)
     await alex.shot(f"{size}-polite-request", card)
     assert stack.sim.deprovision_posts() == []
+
+
+async def test_bulk_deprovision_at_phone_size(start_stack: StackFactory, open_chat: ChatFactory) -> None:
+    """A list of 12 Chromebooks at 390×844: the summary card fits, "Show all" reveals the rest in place, one tap on
+    "Deprovision 12 devices" sends each once, and the card ends with the per-device list."""
+    stack = await start_stack(**STEADY, BULK_UPDATE_INTERVAL="1s")
+    alex = await open_chat(stack, phone=True)
+    cart = [f"NHS-CART7-{i:02d}" for i in range(1, 13)]
+    await alex.send("deprovision " + ", ".join(cart))
+    card = alex.card(m.bulk_title(12))
+    await card.wait_for()
+    await card_fits(card)
+    confirm = card.get_by_role("button", name=m.bulk_button(12, approval=False), exact=True)
+    show_all = card.get_by_role("button", name=re.compile(rf"^{m.BULK_SHOW_ALL} \("))
+    for button in (confirm, card.get_by_role("button", name=m.CARD_BUTTON_CANCEL, exact=True), show_all):
+        await button_usable(button)
+    last = card.get_by_text(re.compile(r"NHS-CART7-12"))
+    await expect(last).to_be_hidden()
+    await alex.shot("phone-bulk-1-summary-card", card)
+    await show_all.tap()
+    await expect(last).to_be_visible()
+    await card_fits(card)
+    await alex.shot("phone-bulk-2-show-all", card)
+
+    reason = card.get_by_role("radio", name=RETIRING)
+    await reason.scroll_into_view_if_needed()
+    await reason.tap()
+    await expect(reason).to_be_checked()
+    await confirm.tap()
+    done = alex.card(m.bulk_finished_title(12))
+    await expect(done).to_have_count(1)
+    await card_fits(done)
+    await alex.shot("phone-bulk-3-finished-card", done)
+    assert len(stack.sim.deprovision_posts()) == 12

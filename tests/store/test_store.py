@@ -22,6 +22,7 @@ from bot.store import (
     EXPIRED,
     FAILED,
     INFLIGHT_STATES,
+    QUEUED,
     REQUESTED,
     STATES,
     SUBMITTED,
@@ -58,6 +59,8 @@ EXPECTED_MACHINE = {
     (SUBMITTED, FAILED),  # Intune's own record says it failed
     (UNKNOWN, CONFIRMED),  # an ambiguous write Intune did carry out
     (UNKNOWN, FAILED),  # an ambiguous write Intune never recorded (or reports failed)
+    (QUEUED, SUBMITTING),  # the bulk runner claims a device written ahead
+    (QUEUED, CANCELLED),  # the bulk request was cancelled before the device was sent
 }
 ALLOWED = sorted(EXPECTED_MACHINE)
 DISALLOWED = [(src, dst) for src in STATES for dst in STATES if dst != src and (src, dst) not in EXPECTED_MACHINE]

@@ -1,0 +1,320 @@
+"""Durable state of bulk requests (``deprovision`` + a list): one ``batches`` row, and one action row per device.
+
+A batch::
+
+    requested ──confirm──▶ running ──every device sent or settled──▶ finished
+        │   ╲──peer mode──▶ awaiting_approval ──approve──▶ running
+        ├──cancel──▶ cancelled ◀──cancel (devices not yet sent)── running
+        └──ttl──▶ expired         awaiting_approval ──reject / withdraw / ttl──▶ cancelled | expired
+
+The classified list (what the summary card shows) lives in ``items_json``; the card carries only the batch id.
+When a batch starts, every device still free gets its own action row in *queued* (which holds the device, like
+any in-flight state) in the **same transaction** as the batch's compare-and-set — so a crash resumes and two
+confirmations (or two instances) can never write the rows twice. The runner then claims each row by
+compare-and-set (*queued* → *submitting*, with a lease) before its POST; from there the single-device machinery
+(reconciliation of stale *submitting* rows, completion tracking) applies to each row unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from bot.store import INFLIGHT_STATES, QUEUED, Action, Store, actions, metadata
+
+REQUESTED = "requested"
+AWAITING_APPROVAL = "awaiting_approval"
+RUNNING = "running"
+FINISHED = "finished"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+OPEN = (REQUESTED, AWAITING_APPROVAL)
+#: The allowed transitions of a batch.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    REQUESTED: (RUNNING, AWAITING_APPROVAL, CANCELLED, EXPIRED),
+    AWAITING_APPROVAL: (RUNNING, CANCELLED, EXPIRED),
+    RUNNING: (FINISHED, CANCELLED),
+    CANCELLED: (FINISHED,),  # a run cancelled midway finishes when its devices already sent have settled
+    FINISHED: (),
+    EXPIRED: (),
+}
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(24), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Column("requester_id", sa.String(64), nullable=False, index=True),
+    sa.Column("requester_name", sa.String(256), nullable=False, default=""),
+    sa.Column("requester_mri", sa.String(256), nullable=False, default=""),
+    sa.Column("conversation_id", sa.String(512), nullable=False, default=""),
+    sa.Column("conversation_type", sa.String(32), nullable=False, default="personal"),
+    sa.Column("conversation_ref", sa.Text, nullable=False, default="{}"),
+    sa.Column("card_activity_id", sa.String(256)),
+    sa.Column("items_json", sa.Text, nullable=False, default="[]"),
+    sa.Column("reason", sa.String(64)),
+    sa.Column("preset_reason", sa.String(64)),
+    sa.Column("approver_id", sa.String(64)),
+    sa.Column("approver_name", sa.String(256)),
+    sa.Column("comment", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float),  # the instance running it owns it until then (renewed as it goes)
+    sa.Column("finished_at", sa.Float),
+)
+
+
+@dataclass
+class Batch:
+    id: str
+    tenant_id: str
+    state: str
+    requester_id: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+    version: int = 1
+    requester_name: str = ""
+    requester_mri: str = ""
+    conversation_id: str = ""
+    conversation_type: str = "personal"
+    conversation_ref: str = "{}"
+    card_activity_id: str | None = None
+    items_json: str = "[]"
+    reason: str | None = None
+    preset_reason: str | None = None
+    approver_id: str | None = None
+    approver_name: str | None = None
+    comment: str | None = None
+    lease_until: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = json.loads(self.items_json or "[]")
+        return data
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.conversation_ref or "{}")
+        return data
+
+    @property
+    def is_group(self) -> bool:
+        return self.conversation_type in ("groupChat", "channel")
+
+    def expired(self, now: float) -> bool:
+        return self.state in OPEN and now >= self.expires_at
+
+
+_FIELDS = {f.name for f in fields(Batch)}
+
+
+@dataclass
+class Started:
+    """What :meth:`BatchStore.start` did: the batch as it now stands, the rows written, the devices found busy."""
+
+    batch: Batch | None
+    rows: list[Action] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+
+
+class BatchStore:
+    """The ``batches`` table and the bulk queries on ``actions``, over the same engine as :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, batch: Batch) -> Batch:
+        values = {k: v for k, v in batch.__dict__.items() if k in _FIELDS}
+        async with self.store.write() as conn:
+            await conn.execute(batches.insert().values(**values))
+        return batch
+
+    async def get(self, batch_id: str) -> Batch | None:
+        async with self.store.engine.connect() as conn:
+            row = (await conn.execute(batches.select().where(batches.c.id == batch_id))).mappings().first()
+        return Batch(**dict(row)) if row else None
+
+    @staticmethod
+    def _cas(batch: Batch, new_state: str, now: float, changes: dict[str, Any]) -> Any:
+        if new_state != batch.state and new_state not in TRANSITIONS.get(batch.state, ()):
+            raise ValueError(f"batch transition {batch.state} → {new_state} is not allowed")
+        return (
+            batches.update()
+            .where(batches.c.id == batch.id, batches.c.version == batch.version, batches.c.state == batch.state)
+            .values(state=new_state, version=batch.version + 1, updated_at=now, **changes)
+        )
+
+    @staticmethod
+    def _moved(batch: Batch, new_state: str, now: float, changes: dict[str, Any]) -> Batch:
+        updated = Batch(**{**batch.__dict__, **changes})
+        updated.state, updated.version, updated.updated_at = new_state, batch.version + 1, now
+        return updated
+
+    async def transition(self, batch: Batch, new_state: str, **changes: Any) -> Batch | None:
+        """Compare-and-set on (id, version, state); ``None`` when someone else changed the batch first."""
+        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
+        now = time.time()
+        async with self.store.write() as conn:
+            result = await conn.execute(self._cas(batch, new_state, now, changes))
+        return self._moved(batch, new_state, now, changes) if result.rowcount == 1 else None
+
+    async def start(self, batch: Batch, new_state: str, rows: Sequence[Action], **changes: Any) -> Started:
+        """Move the batch (compare-and-set) and write the device rows ahead, in one transaction.
+
+        Devices that another action holds by now are left out and returned as ``busy``. A device taken between the
+        read and the insert (a unique violation on ``inflight_device``) rolls everything back, and it is tried again.
+        """
+        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
+        for _attempt in range(5):
+            now = time.time()
+            try:
+                async with self.store.write() as conn:
+                    result = await conn.execute(self._cas(batch, new_state, now, changes))
+                    if result.rowcount != 1:
+                        return Started(None)
+                    ids = [r.device_id for r in rows]
+                    held = await conn.execute(
+                        sa.select(actions.c.inflight_device).where(actions.c.inflight_device.in_(ids))
+                    )
+                    busy = {str(r[0]) for r in held}
+                    free = [r for r in rows if r.device_id not in busy]
+                    if free:
+                        await conn.execute(actions.insert(), [_row(r) for r in free])
+            except IntegrityError:
+                continue
+            return Started(self._moved(batch, new_state, now, changes), free, sorted(busy))
+        return Started(None)
+
+    async def set_card(self, batch_id: str, activity_id: str) -> None:
+        async with self.store.write() as conn:
+            await conn.execute(batches.update().where(batches.c.id == batch_id).values(card_activity_id=activity_id))
+
+    async def set_items(self, batch_id: str, items: list[dict[str, Any]]) -> None:
+        async with self.store.write() as conn:
+            await conn.execute(batches.update().where(batches.c.id == batch_id).values(items_json=json.dumps(items)))
+
+    async def rows(self, batch_id: str, *states: str) -> list[Action]:
+        query = actions.select().where(actions.c.batch_id == batch_id)
+        if states:
+            query = query.where(actions.c.state.in_(states))
+        async with self.store.engine.connect() as conn:
+            found = (await conn.execute(query.order_by(actions.c.created_at, actions.c.device_name))).mappings().all()
+        return [Action(**dict(r)) for r in found]
+
+    async def cancel_queued(self, batch_id: str, by: str) -> int:
+        """Every device of the batch not yet claimed by the runner: *queued* → *cancelled* (the device is free)."""
+        async with self.store.write() as conn:
+            result = await conn.execute(
+                actions.update()
+                .where(actions.c.batch_id == batch_id, actions.c.state == QUEUED)
+                .values(
+                    state="cancelled",
+                    version=actions.c.version + 1,
+                    inflight_device=None,
+                    approver_name=by,
+                    updated_at=time.time(),
+                )
+            )
+        return int(result.rowcount or 0)
+
+    async def claim_run(self, batch: Batch, until: float, now: float) -> bool:
+        """The runner's lease: one instance runs a batch at a time (a crashed one's lease runs out)."""
+        async with self.store.write() as conn:
+            result = await conn.execute(
+                batches.update()
+                .where(
+                    batches.c.id == batch.id,
+                    batches.c.state.in_((RUNNING, CANCELLED)),
+                    batches.c.finished_at.is_(None),
+                    sa.or_(batches.c.lease_until.is_(None), batches.c.lease_until <= now),
+                )
+                .values(lease_until=until)
+            )
+        return bool(result.rowcount == 1)
+
+    async def renew(self, batch_id: str, until: float) -> None:
+        async with self.store.write() as conn:
+            await conn.execute(batches.update().where(batches.c.id == batch_id).values(lease_until=until))
+
+    async def due(self, now: float, limit: int = 50) -> tuple[list[Batch], list[Batch]]:
+        """(open batches past their deadline, running batches whose runner's lease ran out)."""
+        async with self.store.engine.connect() as conn:
+            expired = (
+                await conn.execute(
+                    batches.select().where(batches.c.state.in_(OPEN), batches.c.expires_at <= now).limit(limit)
+                )
+            ).mappings()
+            stale = (
+                await conn.execute(
+                    batches.select()
+                    .where(
+                        batches.c.state.in_((RUNNING, CANCELLED)),
+                        batches.c.finished_at.is_(None),
+                        sa.or_(batches.c.lease_until.is_(None), batches.c.lease_until <= now),
+                    )
+                    .limit(limit)
+                )
+            ).mappings()
+            return [Batch(**dict(r)) for r in expired], [Batch(**dict(r)) for r in stale]
+
+    async def inflight_for_devices(self, device_ids: Sequence[str]) -> dict[str, Action]:
+        """The action holding each of ``device_ids`` (one query)."""
+        if not device_ids:
+            return {}
+        async with self.store.engine.connect() as conn:
+            found = (
+                (await conn.execute(actions.select().where(actions.c.inflight_device.in_(list(device_ids)))))
+                .mappings()
+                .all()
+            )
+        return {str(r["inflight_device"]): Action(**dict(r)) for r in found}
+
+    async def awaiting(self, tenant_id: str, limit: int = 20) -> list[Batch]:
+        """Bulk requests waiting for a second person (``pending``)."""
+        async with self.store.engine.connect() as conn:
+            found = (
+                (
+                    await conn.execute(
+                        batches.select()
+                        .where(batches.c.state == AWAITING_APPROVAL, batches.c.tenant_id == tenant_id)
+                        .order_by(batches.c.created_at.asc())
+                        .limit(limit)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [Batch(**dict(r)) for r in found]
+
+    async def for_requester(self, requester_id: str, limit: int = 10) -> list[Batch]:
+        async with self.store.engine.connect() as conn:
+            found = (
+                (
+                    await conn.execute(
+                        batches.select()
+                        .where(batches.c.requester_id == requester_id)
+                        .order_by(batches.c.created_at.desc())
+                        .limit(limit)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [Batch(**dict(r)) for r in found]
+
+
+def _row(action: Action) -> dict[str, Any]:
+    values = {k: v for k, v in action.__dict__.items() if k in {c.name for c in actions.columns}}
+    values["inflight_device"] = action.device_id if action.state in INFLIGHT_STATES else None
+    return values

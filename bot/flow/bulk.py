@@ -1,0 +1,262 @@
+"""``deprovision`` + a list: look every entry up (batched), classify, one summary card, confirm once.
+
+Classes (``messages.BULK_CLASSES``): *ready*; *not found* — one uniform class for a device that does not exist and one
+the requester may not read (graph-intune.md §16: nothing tells them apart); *ambiguous* (several readable devices, the
+card says "use the serial number"); *incomplete* (Graph's answer was too large to check); *not ChromeOS*; *denied*
+(the requester's role does not cover it); *busy* (another request holds it, or it is already deprovisioned); and
+*duplicate* (the same device as an earlier entry, e.g. by name and by serial). OS, in-flight state and the denial are
+worked out only for devices the requester may read. The card carries only the batch id; the list is server state.
+
+Confirming re-reads every ready device and re-checks the role in one batched pass (devices that changed are left out,
+visibly), then writes one *queued* action row per device in the same transaction as the batch's compare-and-set
+(bot.batches) and starts the runner (bot.flow.bulk_run). In peer mode the whole list is one approval request; the
+rows are written when a second person approves, and devices their role does not cover are left out, visibly.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from bot import messages as m
+from bot.batches import AWAITING_APPROVAL, CANCELLED, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
+from bot.devices import BatchLookup, Device, clean_query
+from bot.errors import InvalidInput
+from bot.flow.base import ACTION_ID_RE, Conversation, Deps, InvokeAnswer, Reply, Requester, Viewer, base_conversation
+from bot.flow.bulk_approve import BulkApprovals
+from bot.flow.bulk_classify import Item, audit_request, classify
+from bot.flow.bulk_run import Runner
+from bot.flow.bulk_views import BulkViews
+from bot.flow.submission import Submission
+from bot.flow.views import Views
+from bot.store import QUEUED, Action
+from cards import verbs
+from cards.bulk import BulkView, bulk_card
+from cards.deprovision import message_card
+
+
+class Bulk:
+    def __init__(self, deps: Deps, views: Views, submission: Submission) -> None:
+        self.deps = deps
+        self.views = views
+        self.batches = BatchStore(deps.store)
+        self.cards = BulkViews(deps, views, self.batches)
+        self.runner = Runner(deps, submission, self.cards, self.batches)
+        self.lookup = BatchLookup(deps.graph)
+
+    # -- the request --------------------------------------------------------------------------------------
+
+    async def request(
+        self, who: Requester, conv: Conversation, entries: list[str], reason: str | None, *, quiet: bool = False
+    ) -> Reply | None:
+        """The summary card for ``entries``; with ``quiet`` (one line split at its spaces) ``None`` when nothing in
+        the list is a device the requester may read, so the caller answers as for one device."""
+        s = self.deps.settings
+        if len(entries) > s.bulk_max:
+            return Reply(text=m.bulk_too_many(len(entries), s.bulk_max))
+        queries: dict[str, str] = {}
+        for number, entry in enumerate(entries, 1):
+            try:
+                query = clean_query(entry)
+            except InvalidInput as exc:
+                return Reply(text=m.bulk_entry_invalid(number, entry, exc.problem))
+            queries.setdefault(query.casefold(), query)
+        found = await self.lookup.find_many(list(queries.values()))
+        items = await classify(self.deps, self.batches, who, found)
+        if quiet and all(i["class"] in ("not_found", "incomplete") for i in items):
+            return None
+        now = self.deps.clock()
+        batch = Batch(
+            id=secrets.token_urlsafe(18),
+            tenant_id=who.tenant_id,
+            state=REQUESTED,
+            requester_id=who.aad_id,
+            requester_name=who.name,
+            requester_mri=who.mri,
+            conversation_id=conv.id,
+            conversation_type=conv.type,
+            conversation_ref=_json(conv.reference),
+            items_json=_json(items),
+            preset_reason=reason,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + s.action_ttl,
+        )
+        await audit_request(self.deps, who, conv, batch.id, items)
+        if not any(i["class"] == "ready" for i in items):
+            view = BulkView(batch.id, REQUESTED, who.name, who.mri, items)  # nothing to confirm: no state kept
+            return Reply(card=bulk_card(view, Viewer.REQUESTER.value))
+        await self.batches.create(batch)
+        viewer = Viewer.OTHER if conv.is_group else Viewer.REQUESTER
+        return Reply(card=await self.cards.render(batch, viewer), batch_id=batch.id)
+
+    async def card_sent(self, batch_id: str, activity_id: str) -> None:
+        await self.batches.set_card(batch_id, activity_id)
+
+    # -- clicks -------------------------------------------------------------------------------------------
+
+    async def on_invoke(self, who: Requester, conv: Conversation, verb: str, data: dict[str, Any]) -> InvokeAnswer:
+        batch_id = str(data.get("batchId") or "")
+        batch = await self.batches.get(batch_id) if ACTION_ID_RE.match(batch_id) else None
+        if batch is None or batch.tenant_id != who.tenant_id:
+            return InvokeAnswer(card=message_card(m.CARD_TITLE_EXPIRED, [m.card_unknown_request()]))
+        mine = who.aad_id == batch.requester_id
+        here = base_conversation(conv.id) == base_conversation(batch.conversation_id)
+        if not (mine or here or (batch.state == AWAITING_APPROVAL and await self._may_approve(who, batch))):
+            return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
+        batch = await self._expire_if_due(batch)
+        viewer = Viewer.REQUESTER if mine else Viewer.OTHER
+        if verb in (verbs.BULK_APPROVE, verbs.BULK_REJECT) or (verb == verbs.REFRESH and not mine):
+            return await BulkApprovals(self).on_invoke(who, batch, verb, data)
+        if not mine and verb != verbs.REFRESH:
+            note = m.card_only_requester(batch.requester_name)
+            return InvokeAnswer(card=await self.cards.render(batch, viewer, note=note))
+        if verb == verbs.BULK_CONFIRM and batch.state == REQUESTED:
+            return await self._confirm(who, batch, data)
+        if verb == verbs.BULK_CANCEL and batch.state in (REQUESTED, AWAITING_APPROVAL, RUNNING):
+            return await self._cancel(who, batch)
+        return InvokeAnswer(card=await self.cards.render(batch, viewer))
+
+    async def _may_approve(self, who: Requester, batch: Batch) -> bool:
+        group = self.deps.settings.approver_group_id
+        return who.aad_id != batch.requester_id and (
+            not group or await self.deps.rbac.is_group_member(who.aad_id, group)
+        )
+
+    async def _expire_if_due(self, batch: Batch) -> Batch:
+        if not batch.expired(self.deps.clock()):
+            return batch
+        updated = await self.batches.transition(batch, EXPIRED)
+        if updated is None:
+            return await self.batches.get(batch.id) or batch
+        for item in batch.items:
+            if item["class"] == "ready":
+                await self.deps.audit.record("expired", actor=None, device=item["device"], batch_id=batch.id)
+        await self.cards.update(batch.id)
+        return updated
+
+    async def recheck(self, who: Requester, items: list[Item], dropped: str) -> list[Item]:
+        """Fresh device and role for every ready item (batched); those no longer allowed become ``dropped``."""
+        ready = [i for i in items if i["class"] == "ready"]
+        fresh = await self.deps.rbac.access_current_many(who.aad_id, [Device.from_snapshot(i["device"]) for i in ready])
+        for item, (device, access) in zip(ready, fresh, strict=True):
+            ok = device is not None and access is not None and device.is_chromeos
+            if ok and device is not None and access is not None and access.readable and access.decision.allowed:
+                item["device"] = device.snapshot()
+            else:
+                item["class"] = dropped
+        return items
+
+    async def _confirm(self, who: Requester, batch: Batch, data: dict[str, Any]) -> InvokeAnswer:
+        reason = str(data.get(verbs.REASON_INPUT) or "").strip()
+        if reason not in self.deps.settings.reason_map:
+            return InvokeAnswer(card=await self.cards.render(batch, Viewer.REQUESTER, note=m.card_choose_reason()))
+        items = await self.recheck(who, batch.items, "changed")
+        if self.deps.settings.approval_mode == "peer":
+            now = self.deps.clock()
+            expires = now + self.deps.settings.approval_ttl
+            waiting = await self.batches.transition(
+                batch, AWAITING_APPROVAL, reason=reason, items_json=_json(items), expires_at=expires
+            )
+            if waiting is None:
+                return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
+            for item in items:
+                if item["class"] == "ready":
+                    await self.deps.audit.record(
+                        "confirmed",
+                        actor=who.actor,
+                        device=item["device"],
+                        reason=reason,
+                        batch_id=batch.id,
+                        approval="peer",
+                    )
+            await self.cards.update(batch.id)
+            return InvokeAnswer(card=await self.cards.render(waiting, Viewer.REQUESTER))
+        started = await self.start(batch, items, reason=reason)
+        if started is None:
+            return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
+        return InvokeAnswer(card=await self.cards.render(started, Viewer.REQUESTER))
+
+    async def start(
+        self, batch: Batch, items: list[Item], *, reason: str, approver: Requester | None = None
+    ) -> Batch | None:
+        """Write every ready device ahead (*queued*) with the batch's move to *running*, then run it."""
+        now = self.deps.clock()
+        rows = [self._row(batch, item, reason, now, approver) for item in items if item["class"] == "ready"]
+        changes: dict[str, Any] = {"reason": reason, "items_json": _json(items)}
+        if approver is not None:
+            changes.update(approver_id=approver.aad_id, approver_name=approver.name)
+        started = await self.batches.start(batch, RUNNING, rows, **changes)
+        if started.batch is None:
+            return None
+        if started.busy:
+            for item in items:
+                if item["class"] == "ready" and item["device"]["id"] in started.busy:
+                    item["class"] = "taken"
+            await self.batches.set_items(batch.id, items)
+        self.deps.spawn(self._supersede(started.rows))
+        self.runner.start(batch.id)
+        return await self.batches.get(batch.id) or started.batch
+
+    def _row(self, batch: Batch, item: Item, reason: str, now: float, approver: Requester | None) -> Action:
+        return Action.new(
+            id=secrets.token_urlsafe(18),
+            tenant_id=batch.tenant_id,
+            state=QUEUED,
+            requester_id=batch.requester_id,
+            requester_name=batch.requester_name,
+            requester_mri=batch.requester_mri,
+            device=item["device"],
+            reason=reason,
+            preset_reason=batch.preset_reason,
+            conversation_id=batch.conversation_id,
+            conversation_type=batch.conversation_type,
+            reference=batch.reference,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.deps.settings.action_ttl,
+            decision=item.get("decision") or {},
+            batch_id=batch.id,
+            approver_id=approver.aad_id if approver else None,
+            approver_name=approver.name if approver else None,
+        )
+
+    async def _supersede(self, rows: list[Action]) -> None:
+        """One live card per device: older single requests for these devices lose their buttons."""
+        for row in rows:
+            await self.views.supersede_others(row, confirmed=True)
+
+    async def _cancel(self, who: Requester, batch: Batch) -> InvokeAnswer:
+        updated = await self.batches.transition(batch, CANCELLED, approver_name=who.name)
+        if updated is None:
+            return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
+        if batch.state == RUNNING:
+            await self.batches.cancel_queued(batch.id, who.name)
+            for row in await self.batches.rows(batch.id, "cancelled"):
+                await self.deps.audit.record("cancelled", actor=who.actor, action=row)
+            self.runner.start(batch.id)  # finishes it if no runner is left (a crash), else a no-op
+        else:
+            for item in batch.items:
+                if item["class"] == "ready":
+                    await self.deps.audit.record("cancelled", actor=who.actor, device=item["device"], batch_id=batch.id)
+        await self.cards.update(batch.id)
+        return InvokeAnswer(card=await self.cards.render(updated, Viewer.REQUESTER))
+
+    async def _current(self, batch: Batch, viewer: Viewer) -> dict[str, Any]:
+        return await self.cards.render(await self.batches.get(batch.id) or batch, viewer)
+
+    # -- housekeeping -------------------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """Expire open bulk requests; resume running ones whose runner died (rows already sent are never resent)."""
+        expired, stale = await self.batches.due(self.deps.clock())
+        for batch in expired:
+            await self._expire_if_due(batch)
+        for batch in stale:
+            self.runner.start(batch.id)
+        return {"bulk_expired": len(expired), "bulk_resumed": len(stale)}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)

@@ -1,0 +1,91 @@
+"""A bulk request's card: rendered from the server's state for a viewer, updated in place at a bounded pace.
+
+Teams throttles message updates, and a run of 100 devices changes state hundreds of times: :meth:`BulkViews.changed`
+coalesces every change of a batch into at most one card update per ``BULK_UPDATE_INTERVAL``; the final card is
+always sent (:meth:`BulkViews.final`), after the interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bot.batches import AWAITING_APPROVAL, Batch, BatchStore
+from bot.flow.base import Deps, Viewer
+from bot.flow.views import Views
+from cards.bulk import BulkView, bulk_card
+
+log = logging.getLogger("bot.workflow")
+
+
+class BulkViews:
+    def __init__(self, deps: Deps, views: Views, batches: BatchStore) -> None:
+        self.deps = deps
+        self.batches = batches
+        self._last: dict[str, float] = {}
+        self._scheduled: set[str] = set()
+        views.batch_changed = self.changed
+
+    async def render(self, batch: Batch, viewer: Viewer, *, note: str | None = None) -> dict[str, Any]:
+        results: list[tuple[str, str, str]] = []
+        if batch.state not in ("requested", AWAITING_APPROVAL, "expired"):
+            results = [(r.device_name, r.device_serial, r.state) for r in await self.batches.rows(batch.id)]
+        view = BulkView(
+            batch_id=batch.id,
+            state=batch.state,
+            requester_name=batch.requester_name,
+            requester_mri=batch.requester_mri,
+            items=batch.items,
+            reason=batch.reason,
+            preset_reason=batch.preset_reason,
+            expires_at=batch.expires_at,
+            updated_at=batch.updated_at,
+            is_group=batch.is_group,
+            approval_mode=self.deps.settings.approval_mode == "peer" or bool(batch.approver_id),
+            approver_name=batch.approver_name,
+            comment=batch.comment,
+            reasons=tuple(self.deps.settings.reason_map),
+            results=results,
+            note=note,
+        )
+        return bulk_card(view, viewer.value)
+
+    async def update(self, batch_id: str) -> None:
+        """PUT the batch's card as it stands now (the shared view in group chats)."""
+        notifier = self.deps.notifier
+        batch = await self.batches.get(batch_id)
+        if notifier is None or batch is None or not batch.card_activity_id:
+            return
+        self._last[batch_id] = asyncio.get_running_loop().time()
+        viewer = Viewer.OTHER if batch.is_group else Viewer.REQUESTER
+        await notifier.update(batch.reference, batch.card_activity_id, await self.render(batch, viewer))
+
+    def changed(self, batch_id: str) -> None:
+        """Something in the batch changed: one update within ``BULK_UPDATE_INTERVAL``, however many changes."""
+        if batch_id in self._scheduled:
+            return
+        self._scheduled.add(batch_id)
+        self.deps.spawn(self._later(batch_id))
+
+    def _wait(self, batch_id: str) -> float:
+        last = self._last.get(batch_id)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.deps.settings.bulk_update_interval - asyncio.get_running_loop().time())
+
+    async def _later(self, batch_id: str) -> None:
+        try:
+            await asyncio.sleep(self._wait(batch_id))
+            self._scheduled.discard(batch_id)
+            await self.update(batch_id)
+        except Exception:
+            self._scheduled.discard(batch_id)
+            log.exception("bulk card update failed", extra={"batch": batch_id})
+
+    async def final(self, batch_id: str) -> None:
+        """The last update of a run: after the interval, whatever is scheduled."""
+        await asyncio.sleep(self._wait(batch_id))
+        await self.update(batch_id)
+        if len(self._last) > 1000:
+            self._last.clear()

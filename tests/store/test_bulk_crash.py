@@ -1,0 +1,151 @@
+"""Bulk runs survive a SIGKILL and a second instance: every ready device is POSTed once, never twice.
+
+The real bot runs as operating-system processes (``python app.py``; the crash launcher injects a named crash point);
+Graph is the in-process simulator, so the test can count the POSTs it accepted per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.audit import AuditLog, load_audit_key
+from bot.batches import BatchStore
+from bot.store import QUEUED, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
+from cards import verbs
+from simulator import Simulator
+from tests.harness import ALEX, CARD, Connector, activity, env_for
+from tests.scenarios.test_bulk import CART, add_cart
+from tests.store.processes import BotProcess, bot_processes, new_process
+from tests.store.test_crash import FAST, LEASE
+
+REASON = "retiring_device"
+
+
+def confirm(connector: Connector, batch_id: str) -> dict[str, Any]:
+    data = {"batchId": batch_id, verbs.REASON_INPUT: REASON}
+    return activity(
+        "invoke",
+        ALEX,
+        service_url=connector.url,
+        name="adaptiveCard/action",
+        value={"action": {"type": "Action.Execute", "verb": verbs.BULK_CONFIRM, "data": data}, "trigger": "manual"},
+    )
+
+
+async def request(process: BotProcess, names: list[str]) -> str:
+    replies = await process.say(ALEX, "deprovision\n" + "\n".join(names))
+    cards = [c for r in replies for c in r.cards]
+    assert cards, ([r.text for r in replies], process.log_tail())
+    ids = [a["data"]["batchId"] for a in cards[-1].get("actions", []) if "batchId" in (a.get("data") or {})]
+    assert ids, cards[-1]
+    return str(ids[0])
+
+
+async def rows_when(store: Store, batch_id: str, done: Any, timeout: float, logs: Any) -> list[Action]:
+    batches = BatchStore(store)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await batches.rows(batch_id)
+        if done(rows):
+            return rows
+        assert asyncio.get_running_loop().time() < deadline, (collections.Counter(r.state for r in rows), logs())
+        await asyncio.sleep(0.2)
+
+
+def posts_per_device(sim: Simulator) -> collections.Counter[str]:
+    return collections.Counter(call.path.split("/")[-2] for call in sim.deprovision_posts())
+
+
+async def test_killed_mid_run_resumes_and_sends_every_device_once(
+    sim: Simulator, connector: Connector, database_url: str, tmp_path: Path
+) -> None:
+    names = CART + add_cart(sim, 30)
+    env = env_for(sim, database_url, **FAST, BULK_CONCURRENCY="1")
+    async with bot_processes() as started:
+        crashing = new_process(
+            started, "bulk-crash", {**env, "BOT_TEST_CRASH_POINT": "bulk_after_25"}, tmp_path, connector
+        )
+        await crashing.start()
+        batch_id = await request(crashing, names)
+        try:
+            status, answer = await crashing.post(confirm(connector, batch_id))
+            assert status == 200 and answer["type"] == CARD, answer
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # the run may reach the crash point before the click's answer is written
+        assert await crashing.wait_exit(30) == 137, crashing.log_tail()
+
+        store = await Store.open(database_url)
+        try:
+            rows = await BatchStore(store).rows(batch_id)
+            states = collections.Counter(r.state for r in rows)
+            # Write-ahead: all 60 rows exist; 25 were sent, one at a time, before the kill; none is half-sent.
+            assert states == {SUBMITTED: 25, QUEUED: 35}, states
+            assert sum(posts_per_device(sim).values()) == 25
+
+            restarted = new_process(started, "bulk-restarted", env, tmp_path, connector)
+            await restarted.start()
+            rows = await rows_when(
+                store, batch_id, lambda rs: all(r.state == SUBMITTED for r in rs), LEASE + 30, restarted.log_tail
+            )
+            await asyncio.sleep(2.2)  # two more sweeps: nothing is sent again
+            counts = posts_per_device(sim)
+            assert len(rows) == 60 and set(counts) == {r.device_id for r in rows}
+            assert set(counts.values()) == {1}, counts
+            batch = await BatchStore(store).get(batch_id)
+            assert batch is not None and batch.state == "finished", batch
+            audit = AuditLog(store, load_audit_key(None, database_url))
+            assert await audit.verify() == (True, [])
+            for row in rows:
+                events = [e["event"] for e in await audit.for_action(row.id)]
+                assert events == ["confirmed", "submitted", "succeeded"], (row.device_name, events)
+        finally:
+            await store.close()
+
+
+async def test_two_instances_on_postgres_send_each_device_once(
+    sim: Simulator, connector: Connector, pg_url: str, tmp_path: Path
+) -> None:
+    """The same confirm reaches both instances at once (Teams retries); mid-run instance A is SIGKILLed. If A was
+    running the batch, B's sweep resumes it after the lease. No device is POSTed twice; every device that was not in
+    flight on A at the kill is POSTed exactly once."""
+    names = CART + add_cart(sim, 30)
+    sim.control.latency = 0.05
+    env = env_for(sim, pg_url, **FAST, BULK_CONCURRENCY="3")
+    async with bot_processes() as started:
+        a = new_process(started, "bulk-a", env, tmp_path, connector)
+        b = new_process(started, "bulk-b", env, tmp_path, connector)
+        await asyncio.gather(a.start(), b.start())
+        batch_id = await request(a, names)
+        body = confirm(connector, batch_id)
+        answers = await asyncio.gather(*(p.post(body) for p in (a, b, b, a)))
+        assert all(status == 200 for status, _ in answers), answers
+
+        store = await Store.open(pg_url)
+        try:
+            batches = BatchStore(store)
+            await rows_when(store, batch_id, lambda rs: sum(r.state == SUBMITTED for r in rs) >= 10, 30, a.log_tail)
+            a.kill()
+            rows = await rows_when(
+                store,
+                batch_id,
+                lambda rs: not [r for r in rs if r.state in (QUEUED, SUBMITTING)],
+                LEASE + 40,
+                lambda: a.log_tail() + b.log_tail(),
+            )
+            counts = posts_per_device(sim)
+            assert max(counts.values()) == 1, counts  # never twice
+            states = collections.Counter(r.state for r in rows)
+            assert len(rows) == 60 and set(states) <= {SUBMITTED, UNKNOWN}, states
+            assert states[UNKNOWN] <= 3  # at most the rows in flight at the kill (BULK_CONCURRENCY)
+            for row in rows:
+                expected = 1 if row.state == SUBMITTED else counts[row.device_id]
+                assert counts[row.device_id] == expected <= 1, (row.device_name, row.state)
+            batch = await batches.get(batch_id)
+            assert batch is not None and batch.state == "finished", batch
+        finally:
+            await store.close()
