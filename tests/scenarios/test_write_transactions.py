@@ -17,10 +17,10 @@ from tests.harness import ALEX, BotUnderTest, action_id_of
 
 EXPECTED: dict[str, int] = {
     # the action with its "requested" event; then the sent card's message id (known only once it is sent)
-    "message": 3,
+    "message": 2,
     # submitting with "confirmed" and the write-ahead "submitted" (committed before Graph is called);
     # then submitted with "succeeded"
-    "confirm": 5,
+    "confirm": 2,
 }
 SERIAL = "5CD0832TGL"  # NHS-CART3-01
 
