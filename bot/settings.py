@@ -104,6 +104,7 @@ class Settings:
     graph_max_retry_wait: float = 30.0
     graph_retry_after_cap: float = 10.0
     invoke_budget: float = 3.0
+    max_concurrent_turns: int = 32
     sweep_interval: float = 30.0
     submit_lease_grace: float = 10.0
     # Following a write in Intune's own record (remoteActionAudits, deviceActionResults, chromeOSDeviceInfo)
@@ -371,6 +372,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     invoke_budget = duration("INVOKE_BUDGET", 3.0)
     if invoke_budget > 4.5:
         problems.append("INVOKE_BUDGET: must be at most 4.5s (Teams retries invokes after about 5 s)")
+    turns_text = get("MAX_CONCURRENT_TURNS") or "32"
+    max_turns = 32
+    if not turns_text.isdigit() or not 0 < int(turns_text) <= 10_000:
+        problems.append(f"MAX_CONCURRENT_TURNS: expected a whole number 1-10000, got {turns_text!r}")
+    else:
+        max_turns = int(turns_text)
 
     audit_key = _audit_key(get("AUDIT_KEY"), app_env, problems)
 
@@ -408,6 +415,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         graph_max_retry_wait=duration("GRAPH_MAX_RETRY_WAIT", 30.0),
         graph_retry_after_cap=duration("GRAPH_RETRY_AFTER_CAP", 10.0),
         invoke_budget=invoke_budget,
+        max_concurrent_turns=max_turns,
         sweep_interval=duration("SWEEP_INTERVAL", 30.0),
         submit_lease_grace=duration("SUBMIT_LEASE_GRACE", 10.0),
         completion_first_check=duration("COMPLETION_FIRST_CHECK", 30.0),
