@@ -6,6 +6,8 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from bench.issue18 import render as issue18_rows
+
 MIB = 1024  # KiB per MiB
 
 TARGET_RATIO = 0.5
@@ -337,6 +339,7 @@ def render(results: dict[str, Any]) -> str:
     _render_sql(results, w)
     _render_profile(results, w)
     _render_fixes(results, w)
+    w(issue18_rows(results))
     return "\n".join(out) + "\n"
 
 
