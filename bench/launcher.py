@@ -179,6 +179,8 @@ async def stats(request: web.Request) -> web.Response:
         "store_writes": counted["writes"],
         "aiosqlite_calls": counted["aiosqlite_calls"],
         "aiosqlite_idle_rollbacks": counted["idle_rollbacks"],
+        # turns answered "busy" beyond MAX_CONCURRENT_TURNS (bot.overload; absent before issue 18)
+        "turns_refused": getattr(getattr(services, "turns", None), "refused", None),
     }
     if request.query.get("reset"):
         sampler.samples.clear()

@@ -63,6 +63,7 @@ class Child:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if announce else self._log,
             stderr=self._log,
+            limit=4 * 1024 * 1024,  # the simulator announces its device list on one line (hundreds of devices)
         )
         if not announce:
             return None

@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from bench.issue18 import render as issue18_rows
+
 MIB = 1024  # KiB per MiB
 
 TARGET_RATIO = 0.5
@@ -326,6 +328,7 @@ def render(results: dict[str, Any]) -> str:
         _render_profile,
     ):
         section(results, w)
+    w(issue18_rows(results))
     return "\n".join(out).rstrip("\n") + "\n"
 
 

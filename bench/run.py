@@ -71,6 +71,9 @@ class Plan:
     #: same-window A/B against the baseline commit's bot (0 ms Graph, c=10): repeats and messages per round
     ab_repeats: int = 5
     ab_n: int = 150
+    #: issue 18: both bots at 50 ms Graph, c=50 and c=200 (repeats, messages per cell)
+    overload_repeats: int = 3
+    overload_n: dict[int, int] = field(default_factory=lambda: {50: 150, 200: 400})
     #: ``python app.py`` start-ups (each alternating with one of the baseline commit's)
     startups: int = 5
     #: rows per INSERT-cost measurement (bench.sqlcost)
@@ -88,6 +91,8 @@ class Plan:
             profile_n=40,
             ab_repeats=1,
             ab_n=30,
+            overload_repeats=1,
+            overload_n={50: 60, 200: 220},
             startups=3,
             sql_rows=200,
             pending=1000,
@@ -221,7 +226,7 @@ class Bench:
     # -- processes --------------------------------------------------------------------------------------
 
     async def start_infrastructure(self) -> None:
-        needed = max(self.plan.n.values()) + 8
+        needed = max([*self.plan.n.values(), *self.plan.overload_n.values()]) + 8
         clones = needed // 30 + 1
         sim = Child(
             "simulator", [sys.executable, "-m", "bench.sim_server", "--clones", str(clones)], self.env, self.logs
@@ -388,6 +393,9 @@ class Bench:
             "store_writes_per_turn": per_turn("store_writes", 2),
             "aiosqlite_calls_per_turn": per_turn("aiosqlite_calls", 1),
             "aiosqlite_idle_rollbacks_per_turn": per_turn("aiosqlite_idle_rollbacks", 2),
+            "busy_answers": (stats["turns_refused"] - bot_before["turns_refused"])
+            if stats.get("turns_refused") is not None and bot_before.get("turns_refused") is not None
+            else None,
             "rss_kb": stats.get("rss_kb"),
             "lag": stats.get("lag"),
             "gc": stats.get("gc"),
@@ -451,12 +459,16 @@ class Bench:
 
     # -- the baseline commit's bot, side by side ----------------------------------------------------------
 
-    async def ab_against_baseline(self, bot: Child, bot_url: str) -> dict[str, Any] | None:
+    async def ab_against_baseline(
+        self, bot: Child, bot_url: str, echoes: list[tuple[str, Child, str]] | None = None
+    ) -> dict[str, Any] | None:
         """The baseline commit's bot (its own ``bench.launcher`` from ``git archive``) against this one, alternating.
 
         Both bots serve c=10 message + confirm rounds at 0 ms Graph in turn, seconds apart, so the comparison does
         not depend on how the shared machine's speed drifted between the baseline run and this one. Cells are
-        labelled ``ab:baseline`` and ``ab:now``; the order alternates between repeats.
+        labelled ``ab:baseline`` and ``ab:now``; the order alternates between repeats. Each repeat ends with the echo
+        floors' rounds (``ab:echo``, ``ab:echo+pooled``), so both bots' CPU and throughput pair with a floor measured
+        seconds later. Then (issue 18) both bots at 50 ms Graph, c=50 and c=200 (``ovl:baseline``, ``ovl:now``).
         """
         commit, tree = self.baseline_commit, self.baseline_tree
         if commit is None or tree is None:
@@ -472,6 +484,13 @@ class Bench:
             for repeat in range(self.plan.ab_repeats):
                 for name, child, url in pair if repeat % 2 == 0 else pair[::-1]:
                     await self.bot_round(child, url, name, 0.0, 10, n, repeat)
+                for name, echo, echo_url in echoes or []:
+                    await self.echo_round(echo, echo_url, f"ab:{name}", 10, self.plan.echo_n[10], repeat)
+            overload = [("ovl:baseline", old, old_url), ("ovl:now", bot, bot_url)]
+            for repeat in range(self.plan.overload_repeats):
+                for name, child, url in overload if repeat % 2 == 0 else overload[::-1]:
+                    for concurrency, count in self.plan.overload_n.items():
+                        await self.bot_round(child, url, name, 0.05, concurrency, count, repeat)
         finally:
             await self.stop(old)
         return {"commit": commit, "repeats": self.plan.ab_repeats, "requests_per_cell": n}
@@ -606,6 +625,38 @@ class Bench:
             "baseline_median_s": round(statistics.median(baseline), 3) if baseline else None,
         }
 
+    async def memory(self, name: str, cwd: Path | None) -> dict[str, Any]:
+        """RSS of a fresh bot (this checkout's, or another tree's), after ``pending`` actions, then 200 turns."""
+        plan = self.plan
+        bot, bot_url, _ = await self.start_bot(name, [], cwd=cwd)
+        try:
+            await asyncio.sleep(0.5)
+            start_rss = (await self.h.get(bot_url + "/bench/stats"))["rss_kb"]
+            began_pending = time.perf_counter()
+            await self.h.post(bot_url + f"/bench/pending?n={plan.pending}")
+            pending_s = time.perf_counter() - began_pending
+            after_pending = await self.h.get(bot_url + "/bench/stats")
+            await self.h.post(self.sim_url + "/_sim/control", {"reset": True, "reset_state": True, "latency": 0})
+            await self.h.post(self.connector_url + "_reset")
+            turns = [
+                teams.message(self.connector_url, i, f"deprovision {d['serial']}")
+                for i, d in enumerate(self.devices[:200])
+            ]
+            label = {"bot": name, "turn": "message", "latency_ms": 0.0, "repeat": 0}
+            await self.cell(label, bot_url, turns, 10, invoke=False, bot=bot, bot_url=bot_url)
+            after_turns = await self.h.get(bot_url + "/bench/stats")
+        finally:
+            await self.stop(bot)
+        return {
+            "rss_after_start_kb": start_rss,
+            "pending_created": plan.pending,
+            "pending_created_in_s": round(pending_s, 2),
+            "rss_after_pending_kb": after_pending["rss_kb"],
+            "rss_after_pending_and_200_turns_kb": after_turns["rss_kb"],
+            "turns_after_pending": len(turns),
+            "actions_by_state": after_turns["actions_by_state"],
+        }
+
     # -- profile (optional, py-spy) --------------------------------------------------------------------
 
     async def profile(self, bot: Child, bot_url: str, n: int) -> dict[str, Any] | None:
@@ -676,7 +727,11 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         await bench.start_infrastructure()
         from bench.baseline import extract_tree, find_commit
 
-        bench.baseline_commit = find_commit()
+        # Same-run comparisons (A/B, start-up, memory) run the bot of BENCH_BASELINE, else of the commit before
+        # issue 18's changes (bench.issue18.PREVIOUS), else of the first benchmarked commit.
+        from bench.issue18 import PREVIOUS
+
+        bench.baseline_commit = os.environ.get("BENCH_BASELINE") or PREVIOUS or find_commit()
         if bench.baseline_commit:
             bench.baseline_tree = extract_tree(bench.baseline_commit, logs / "baseline-tree")
         results["meta"]["simulator_chromeos_devices"] = len(bench.devices)
@@ -721,10 +776,11 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
                 for concurrency in CONCURRENCY:
                     n = plan.n[(latency, concurrency)]
                     await bench.bot_round(bot, bot_url, "bot", latency, concurrency, n, repeat)
+        if plan.ab_repeats:
+            echoes = [("echo", echo, echo_url), ("echo+pooled", echo_pooled, echo_pooled_url)]
+            results["ab"] = await bench.ab_against_baseline(bot, bot_url, echoes)
         await bench.stop(echo)
         await bench.stop(echo_pooled)
-        if plan.ab_repeats:
-            results["ab"] = await bench.ab_against_baseline(bot, bot_url)
         if plan.profile:
             print("profile of the bot at c=10, 0 ms (py-spy, if installed)", flush=True)
             results["profile"] = await bench.profile(bot, bot_url, plan.profile_n)
@@ -748,39 +804,10 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
             results["sdk_warnings_logged"] = text.count("App ID is not provided")
 
         print(f"memory: a fresh bot, {plan.pending} pending actions, then up to 200 message turns", flush=True)
-        bot, bot_url, _ = await bench.start_bot("bot-memory", [])
-        await asyncio.sleep(0.5)
-        start_rss = (await bench.h.get(bot_url + "/bench/stats"))["rss_kb"]
-        began_pending = time.perf_counter()
-        await bench.h.post(bot_url + f"/bench/pending?n={plan.pending}")
-        pending_s = time.perf_counter() - began_pending
-        after_pending = await bench.h.get(bot_url + "/bench/stats")
-        await bench.h.post(bench.sim_url + "/_sim/control", {"reset": True, "reset_state": True, "latency": 0})
-        await bench.h.post(bench.connector_url + "_reset")
-        turns = [
-            teams.message(bench.connector_url, i, f"deprovision {d['serial']}")
-            for i, d in enumerate(bench.devices[:200])
-        ]
-        await bench.cell(
-            {"bot": "bot-memory", "turn": "message", "latency_ms": 0.0, "repeat": 0},
-            bot_url,
-            turns,
-            10,
-            invoke=False,
-            bot=bot,
-            bot_url=bot_url,
-        )
-        after_turns = await bench.h.get(bot_url + "/bench/stats")
-        results["memory"] = {
-            "rss_after_start_kb": start_rss,
-            "pending_created": plan.pending,
-            "pending_created_in_s": round(pending_s, 2),
-            "rss_after_pending_kb": after_pending["rss_kb"],
-            "rss_after_pending_and_200_turns_kb": after_turns["rss_kb"],
-            "turns_after_pending": len(turns),
-            "actions_by_state": after_turns["actions_by_state"],
-        }
-        await bench.stop(bot)
+        results["memory"] = await bench.memory("bot-memory", None)
+        if bench.baseline_tree is not None:
+            print(f"memory: the same for the bot of {bench.baseline_commit}", flush=True)
+            results["memory_baseline"] = await bench.memory("baseline-memory", bench.baseline_tree)
 
         print("HTTPS client CPU per request: httpx vs aiohttp (against the simulator)", flush=True)
         from bench.clients import compare

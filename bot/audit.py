@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +35,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import Action, Store, audit_events, serialise_writers
+from bot.store import Action, InTransaction, Store, audit_events, serialise_writers
 
 log = logging.getLogger("bot.audit")
 
@@ -233,6 +234,74 @@ def _neutralise(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Entry:
+    """An audit event not yet appended (see :meth:`AuditLog.entry`)."""
+
+    event: str
+    actor: Actor | None
+    action: Action | None
+    device: dict[str, Any] | None
+    reason: str | None
+    conversation_id: str | None
+    details: dict[str, Any]
+
+
+def _row(entry: Entry, changed: Action | None) -> dict[str, Any]:
+    """The stored columns of ``entry`` except its place in the chain; ``changed`` stands in for a missing action."""
+    action = entry.action or changed
+    device = entry.device or (action.device if action else {})
+    reason = entry.reason if entry.reason is not None else (action.reason if action else None)
+    details = dict(entry.details)
+    if action is not None and action.batch_id:
+        details.setdefault("batch_id", action.batch_id)  # every device of a bulk request names its batch
+    return {
+        "ts": _now(),
+        "event": entry.event,
+        "action_id": action.id if action else None,
+        "actor_id": entry.actor.id if entry.actor else None,
+        "actor_name": entry.actor.name if entry.actor else None,
+        "device_id": device.get("id") or (action.device_id if action else None),
+        "device_name": device.get("name") or (action.device_name if action else None),
+        "device_serial": device.get("serial") or (action.device_serial if action else None),
+        "reason": reason,
+        "conversation_id": entry.conversation_id or (action.conversation_id if action else None),
+        "details": json.dumps({k: v for k, v in details.items() if v is not None}, sort_keys=True, default=str),
+    }
+
+
+def _chain(key: bytes, head: tuple[int, str], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` numbered and keyed after ``head``."""
+    seq, prev = head
+    chained = []
+    for row in rows:
+        seq += 1
+        full = {**row, "seq": seq, "prev_hash": prev, "hash_version": HASH_HMAC}
+        full["hash"] = prev = _mac(key, prev, full)
+        chained.append(full)
+    return chained
+
+
+def _guarded_insert() -> sa.Insert:
+    """``INSERT … SELECT`` of one row that adds it only if the chain's newest ``hash`` is still its ``prev_hash``."""
+    newest = sa.select(audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1).scalar_subquery()
+    values = {c.name: sa.bindparam(c.name, type_=c.type) for c in audit_events.columns}
+    row = sa.select(*values.values()).where(sa.func.coalesce(newest, GENESIS) == values["prev_hash"])
+    return audit_events.insert().from_select(list(values), row)
+
+
+_GUARDED_INSERT = _guarded_insert()
+
+
+async def _read_head(conn: AsyncConnection) -> tuple[int, str]:
+    row = (
+        await conn.execute(
+            sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+        )
+    ).first()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
 class AuditLog:
     """The audit trail. ``key`` (from :func:`load_audit_key`) is needed to append and to verify, not to read."""
 
@@ -245,6 +314,22 @@ class AuditLog:
             raise RuntimeError("the audit key is needed to append to or verify the audit trail")
         return self._key
 
+    def entry(
+        self,
+        event: str,
+        *,
+        actor: Actor | None,
+        action: Action | None = None,
+        device: dict[str, Any] | None = None,
+        reason: str | None = None,
+        conversation_id: str | None = None,
+        **details: Any,
+    ) -> Entry:
+        """One event to append (by :meth:`record`, or with a state change: :meth:`then`)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        return Entry(event, actor, action, device, reason, conversation_id, details)
+
     async def record(
         self,
         event: str,
@@ -256,59 +341,85 @@ class AuditLog:
         conversation_id: str | None = None,
         **details: Any,
     ) -> int:
-        """Append one event; returns its sequence number."""
-        if event not in EVENTS:
-            raise ValueError(f"unknown audit event {event!r}")
-        key = self._require_key()
-        device = device or (action.device if action else {})
-        if action is not None and action.batch_id:
-            details.setdefault("batch_id", action.batch_id)  # every device of a bulk request names its batch
-        row: dict[str, Any] = {
-            "ts": _now(),
-            "event": event,
-            "action_id": action.id if action else None,
-            "actor_id": actor.id if actor else None,
-            "actor_name": actor.name if actor else None,
-            "device_id": device.get("id") or (action.device_id if action else None),
-            "device_name": device.get("name") or (action.device_name if action else None),
-            "device_serial": device.get("serial") or (action.device_serial if action else None),
-            "reason": reason if reason is not None else (action.reason if action else None),
-            "conversation_id": conversation_id or (action.conversation_id if action else None),
-            "details": json.dumps({k: v for k, v in details.items() if v is not None}, sort_keys=True, default=str),
-        }
+        """Append one event in its own transaction; returns its sequence number."""
+        entry = self.entry(
+            event, actor=actor, action=action, device=device, reason=reason, conversation_id=conversation_id, **details
+        )
+        return await self.record_entry(entry)
+
+    async def record_entry(self, entry: Entry) -> int:
+        """Append ``entry`` (from :meth:`entry`) in its own transaction; returns its sequence number."""
         for _attempt in range(50):
             try:
                 async with self._store.write() as conn:
-                    # One appender at a time (across instances): read the head and insert under the same lock,
-                    # so the chain never forks and appends don't pile up retrying on ``seq``.
-                    await serialise_writers(conn, _AUDIT_APPEND_LOCK)
-                    head = (
-                        await conn.execute(
-                            sa.select(audit_events.c.seq, audit_events.c.hash)
-                            .order_by(audit_events.c.seq.desc())
-                            .limit(1)
-                        )
-                    ).first()
-                    seq = (head[0] + 1) if head else 1
-                    prev = head[1] if head else GENESIS
-                    full = {**row, "seq": seq, "prev_hash": prev, "hash_version": HASH_HMAC}
-                    full["hash"] = _mac(key, prev, full)
-                    await conn.execute(audit_events.insert().values(**full))
+                    rows = await self.append(conn, [entry])
             except IntegrityError:
                 continue  # another writer took this seq (a database without the lock): re-read the head
-            # The head travels with every audit line, so shipped logs can later prove a trimmed or replaced chain.
+            self.published(rows)
+            return int(rows[0]["seq"])
+        raise RuntimeError("could not append to the audit trail")
+
+    def then(self, *entries: Entry) -> InTransaction:
+        """``entries`` appended inside a state change's transaction (``Store.transition(..., then=...)``); an entry
+        without an action is about the changed action. Their log lines follow the commit."""
+
+        async def append(conn: AsyncConnection, action: Action) -> Callable[[], None]:
+            rows = await self.append(conn, entries, action)
+            return lambda: self.published(rows)
+
+        return append
+
+    async def append(
+        self, conn: AsyncConnection, entries: Sequence[Entry], action: Action | None = None
+    ) -> list[dict[str, Any]]:
+        """Append ``entries`` within the caller's write transaction (one INSERT for all of them); returns the rows.
+
+        One appender at a time, across instances, so the chain never forks. On PostgreSQL the head is read under a
+        transaction-scoped advisory lock, every time (another instance may have appended). On SQLite this
+        process's writers are queued (``Store.write``), so the head it committed last is known
+        (:attr:`Store.audit_head`) and not read before the INSERT; the INSERT itself checks it (each row is added
+        only if the newest stored hash is its ``prev_hash``), so when another process appended meanwhile (``app.py
+        actions resolve``) nothing is inserted and the head is read under the write lock and the rows chained
+        again, within the same transaction. (No failing INSERT on purpose: aiosqlite leaves a failed statement's
+        cursor to the garbage collector, whose finalizer can block the event loop on the connection's mutex while
+        that connection waits for SQLite's lock.)
+        """
+        key = self._require_key()
+        rows = [_row(item, action) for item in entries]
+        if not rows:
+            return []
+        cached = self._store.caches_audit_head
+        head = self._store.audit_head if cached else None
+        for _attempt in range(50):
+            if head is None:
+                await serialise_writers(conn, _AUDIT_APPEND_LOCK)
+                head = await _read_head(conn)
+            chained = _chain(key, head, rows)
+            if not cached:
+                await conn.execute(audit_events.insert(), chained)
+                return chained
+            # Each row only if the chain's newest hash is still its prev_hash: all or none of them.
+            if (await conn.execute(_GUARDED_INSERT, chained)).rowcount == len(chained):
+                self._store.audit_head = (chained[-1]["seq"], chained[-1]["hash"])
+                return chained
+            head = None  # another process appended meanwhile
+        raise RuntimeError("could not append to the audit trail")
+
+    @staticmethod
+    def published(rows: Sequence[dict[str, Any]]) -> None:
+        """Log committed rows. The head travels with every audit line, so shipped logs can later prove a trimmed
+        or replaced chain (call only after the commit: a logged head must exist)."""
+        for row in rows:
             log.info(
                 "audit",
                 extra={
-                    "event": event,
-                    "seq": seq,
+                    "event": row["event"],
+                    "seq": row["seq"],
                     "action": row["action_id"],
                     "actor": row["actor_id"],
-                    "head": f"{seq}:{full['hash']}",
+                    "head": f"{row['seq']}:{row['hash']}",
                 },
             )
-            return seq
-        raise RuntimeError("could not append to the audit trail")
 
     async def rows(self, since: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Events in chain order; ``since`` (ISO date or timestamp, see :func:`normalise_since`) filters on ``ts``."""

@@ -130,8 +130,19 @@ def configure_logging(fmt: str, level: str, secrets: list[str]) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # msal logs token-cache details at DEBUG; httpx's own request line duplicates ours.
-    for noisy in ("msal", "httpx", "httpcore", "urllib3", "aiohttp.access", "sqlalchemy.engine", "alembic"):
+    # msal logs token-cache details at DEBUG; httpx's own request line duplicates ours; so do the Agents SDK
+    # connector client's two INFO lines per reply ("Replying to activity …"): formatting them cost ~1 % of a turn's
+    # CPU at INFO (cProfile, issue 18) and they carry conversation ids our request line already has.
+    for noisy in (
+        "msal",
+        "httpx",
+        "httpcore",
+        "urllib3",
+        "aiohttp.access",
+        "sqlalchemy.engine",
+        "alembic",
+        "microsoft_agents.hosting.core.connector",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

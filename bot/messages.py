@@ -258,6 +258,11 @@ def already_in_flight(device_name: str, requester: str, state: str) -> str:
 
 
 @_markup
+def busy() -> str:
+    return "I'm handling a lot of requests right now. Nothing was changed. Please try again in a moment."
+
+
+@_markup
 def internal_error() -> str:
     return "Something went wrong on my side. Nothing was changed. Please try again."
 

@@ -23,6 +23,7 @@ from bot.devices import DeviceDirectory
 from bot.flow import Deps, Workflow
 from bot.graph import GraphClient, MsalTokenSource
 from bot.logs import safe
+from bot.overload import BUSY_AGENT, CAPPED, TurnLimit, busy_invoke
 from bot.rbac import RbacChecker
 from bot.settings import Settings
 from bot.store import Store
@@ -44,6 +45,7 @@ class Services:
     agent: AgentApplication[TurnState]
     adapter: CloudAdapter
     inbound: ChannelTokenValidator
+    turns: TurnLimit
     sweeper: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -79,7 +81,8 @@ async def build_services(
     workflow = Workflow(deps)
     register_routes(app, workflow)
     inbound = ChannelTokenValidator(settings)
-    services = Services(settings, store, audit, tokens, graph, devices, rbac, workflow, app, adapter, inbound)
+    turns = TurnLimit(settings.max_concurrent_turns)
+    services = Services(settings, store, audit, tokens, graph, devices, rbac, workflow, app, adapter, inbound, turns)
     if start_sweeper:
         services.sweeper = asyncio.create_task(_sweep_forever(workflow, settings.sweep_interval))
     return services
@@ -244,7 +247,20 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
         return web.json_response({"error": "tenant not allowed"}, status=403)
     request["claims_identity"] = identity  # where the SDK's adapter reads it (as its own JWT middleware does)
-    response = await start_agent_process(request, services.agent, services.adapter)
+    if body.get("type") not in CAPPED:
+        return _answer(await start_agent_process(request, services.agent, services.adapter))
+    async with services.turns.slot() as admitted:
+        if admitted:
+            return _answer(await start_agent_process(request, services.agent, services.adapter))
+    # Beyond MAX_CONCURRENT_TURNS (see bot.overload): a fast, clear answer instead of an ever longer queue.
+    request["activity_summary"]["busy"] = True
+    if body.get("type") == "invoke":
+        return busy_invoke()
+    log.warning("turn refused: busy", extra={"type": "message"})
+    return _answer(await services.adapter.process(request, BUSY_AGENT))
+
+
+def _answer(response: web.Response | None) -> web.Response:
     return response if response is not None else web.Response(status=202)
 
 

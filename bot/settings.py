@@ -209,6 +209,9 @@ VARIABLES: tuple[Var, ...] = (
         "the longest single wait for Graph's `Retry-After`"),
     Var("INVOKE_BUDGET", "invoke_budget", p.duration(at_most=4.5, why="Teams retries invokes after about 5 s"), "3s",
         "how long a card click waits for Graph before answering \"working…\" (Teams retries after ~5 s)"),
+    Var("MAX_CONCURRENT_TURNS", "max_concurrent_turns", p.whole(1, 10_000), "32",
+        "messages and card clicks one process works on at once; more wait up to 1 s for a free slot, then get "
+        "\"busy, please try again in a moment\" (bounds latency and event-loop lag under overload)"),
     Var("SWEEP_INTERVAL", "sweep_interval", _DURATION, "30s", "expiry and crash-recovery sweep"),
     Var("SUBMIT_LEASE_GRACE", "submit_lease_grace", _DURATION, "10s",
         "added to the longest possible Graph call before another instance may reconcile an abandoned *submitting* "
@@ -292,6 +295,7 @@ class Settings:
     graph_max_retry_wait: float
     graph_retry_after_cap: float
     invoke_budget: float
+    max_concurrent_turns: int
     sweep_interval: float
     submit_lease_grace: float
     # Following a write in Intune's own record (remoteActionAudits, deviceActionResults, chromeOSDeviceInfo)

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,12 @@ audit_events = sa.Table(
 )
 
 
+#: Work done inside a state change's own write transaction, given the changed action — its audit events (see
+#: :meth:`bot.audit.AuditLog.then`), so a state change and its audit entries commit together. It returns what to do
+#: once that transaction has committed (log the audit lines).
+InTransaction = Callable[[AsyncConnection, "Action"], Awaitable[Callable[[], None]]]
+
+
 class DeviceBusy(Exception):
     """Another action already holds this device (awaiting approval, submitting or submitted)."""
 
@@ -296,12 +302,20 @@ class Store:
     url: str
     _closed: bool = field(default=False, repr=False)
     _write_lock: asyncio.Lock | None = field(default=None, repr=False)
+    #: The audit chain's newest ``(seq, hash)`` as this process last committed it (SQLite only: kept under the
+    #: write lock by :meth:`bot.audit.AuditLog.append`, dropped whenever a write transaction fails).
+    audit_head: tuple[int, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # SQLite has one writer at a time: queue this process's writers in order instead of letting pooled
         # connections poll for the database lock (long tail latencies, "database is locked" under load).
         if self.url.startswith("sqlite"):
             self._write_lock = asyncio.Lock()
+
+    @property
+    def caches_audit_head(self) -> bool:
+        """May :attr:`audit_head` be trusted without reading the table? Only behind this process's write queue."""
+        return self._write_lock is not None
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -310,8 +324,13 @@ class Store:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock:
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn
+            except BaseException:
+                self.audit_head = None  # whatever this transaction appended was rolled back
+                raise
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -319,7 +338,22 @@ class Store:
             path = url.split(":///", 1)[-1].split("?", 1)[0]
             if path and path != ":memory:":
                 await asyncio.to_thread(prepare_sqlite_file, Path(path))
-            engine = create_async_engine(url, connect_args={"timeout": 30})
+            engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+
+            @sa.event.listens_for(engine.sync_engine, "reset")
+            def _reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
+                # The pool would roll back every connection handed back to it. After a commit (every write
+                # transaction) there is nothing to roll back: SQLite's own rollback is then a no-op, but aiosqlite
+                # still hands it to its worker thread and back. So the pool's reset is off (pool_reset_on_return)
+                # and done here only when SQLite says a transaction is still open — a connection handed back after
+                # an error or a cancelled turn is rolled back exactly as before. ``in_transaction`` reads the
+                # sqlite3 connection's autocommit flag directly; nothing runs on that connection at check-in.
+                if (
+                    state.asyncio_safe
+                    and not state.transaction_was_reset
+                    and dbapi_connection.driver_connection.in_transaction
+                ):
+                    dbapi_connection.rollback()
 
             @sa.event.listens_for(engine.sync_engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -367,10 +401,15 @@ class Store:
 
     # -- actions -----------------------------------------------------------------------------------------
 
-    async def create(self, action: Action) -> Action:
+    async def create(self, action: Action, *, then: InTransaction | None = None) -> Action:
+        """Insert a new action; ``then`` (its audit events) runs in the same transaction."""
         values = {k: v for k, v in action.__dict__.items() if k in _ACTION_FIELDS}
         async with self.write() as conn:
-            await conn.execute(actions.insert().values(**values))
+            # The row as execution parameters: the same cached INSERT every time, no per-call statement build.
+            await conn.execute(actions.insert(), values)
+            committed = await then(conn, action) if then is not None else None
+        if committed is not None:
+            committed()
         return action
 
     async def get(self, action_id: str) -> Action | None:
@@ -385,12 +424,14 @@ class Store:
         *,
         from_states: Iterable[str] | None = None,
         now: float | None = None,
+        then: InTransaction | None = None,
         **changes: Any,
     ) -> Action | None:
         """Compare-and-set: move ``action`` to ``new_state`` only if nobody changed it since it was read.
 
         Returns the updated action, or ``None`` when another click/instance won the race.
         Raises :class:`DeviceBusy` when the move would give the device a second in-flight action.
+        ``then`` (the change's audit events) runs in the same transaction, only if the move happened.
         """
         if new_state not in TRANSITIONS:
             raise ValueError(f"unknown state {new_state!r}")
@@ -410,15 +451,20 @@ class Store:
             )
             .values(state=new_state, version=action.version + 1, updated_at=stamp, **changes)
         )
-        try:
-            async with self.write() as conn:
-                result = await conn.execute(statement)
-        except IntegrityError as exc:
-            raise DeviceBusy(action.device_id) from exc
-        if result.rowcount != 1:
-            return None
         updated = Action(**{**action.__dict__, **changes})
         updated.state, updated.version, updated.updated_at = new_state, action.version + 1, stamp
+        committed = None
+        async with self.write() as conn:
+            try:
+                result = await conn.execute(statement)
+            except IntegrityError as exc:
+                raise DeviceBusy(action.device_id) from exc
+            if result.rowcount != 1:
+                return None
+            if then is not None:
+                committed = await then(conn, updated)
+        if committed is not None:
+            committed()
         return updated
 
     async def update_fields(self, action_id: str, **changes: Any) -> None:

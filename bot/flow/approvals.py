@@ -28,15 +28,20 @@ class Approvals:
     async def request(self, who: Requester, action: Action, reason: str) -> InvokeAnswer:
         """The requester confirmed in peer mode: the request waits for a second person."""
         now = self.deps.clock()
+        confirmed = self.deps.audit.entry("confirmed", actor=who.actor, reason=reason, approval="peer")
         try:
-            updated = await self.deps.store.transition(
-                action, AWAITING_APPROVAL, reason=reason, expires_at=now + self.deps.settings.approval_ttl, now=now
+            updated = await self.deps.change(
+                action,
+                AWAITING_APPROVAL,
+                confirmed,
+                reason=reason,
+                expires_at=now + self.deps.settings.approval_ttl,
+                now=now,
             )
         except DeviceBusy:
             return InvokeAnswer(card=await self.views.busy(action))
         if updated is None:
             return InvokeAnswer(card=await self.views.current(action, Viewer.REQUESTER))
-        await self.deps.audit.record("confirmed", actor=who.actor, action=updated, reason=reason, approval="peer")
         await self.views.supersede_others(updated, confirmed=True)
         self.deps.spawn(self.announce(updated))
         return InvokeAnswer(card=await self.views.render(updated, Viewer.REQUESTER))
@@ -129,12 +134,12 @@ class Approvals:
             return InvokeAnswer(
                 card=await self.views.render(action, Viewer.APPROVER, note=m.card_reject_needs_comment())
             )
-        updated = await self.deps.store.transition(
-            action, CANCELLED, approver_id=who.aad_id, approver_name=who.name, comment=comment
+        rejected = self.deps.audit.entry("rejected", actor=who.actor, action=action, comment=comment)
+        updated = await self.deps.change(
+            action, CANCELLED, rejected, approver_id=who.aad_id, approver_name=who.name, comment=comment
         )
         if updated is None:
             return InvokeAnswer(card=await self.views.current(action, Viewer.OTHER))
-        await self.deps.audit.record("rejected", actor=who.actor, action=action, comment=comment)
         await self.views.update_shared(updated)
         await self.views.notify(updated, m.proactive_rejected(updated.device_name, who.name, comment))
         return InvokeAnswer(card=await self.views.render(updated, Viewer.OTHER))

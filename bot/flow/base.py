@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot import messages as m
-from bot.audit import Actor, AuditLog
+from bot.audit import Actor, AuditLog, Entry
 from bot.devices import DeviceDirectory
 from bot.errors import GraphError, RbacUnavailable
 from bot.graph import GraphClient
 from bot.logs import safe
 from bot.rbac import RbacChecker
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Action, Store
 
 log = logging.getLogger("bot.workflow")
 
@@ -119,6 +119,21 @@ class Deps:
     clock: Callable[[], float] = time.time
     checkpoint: Callable[[str], None] = no_checkpoint
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def change(
+        self, action: Action, state: str, *entries: Entry, record_anyway: bool = False, **changes: Any
+    ) -> Action | None:
+        """Move ``action`` to ``state`` (compare-and-set) with its audit ``entries`` in the same transaction.
+
+        ``None`` when another click or instance changed the action first; the entries are then recorded anyway
+        with ``record_anyway`` (what happened at Graph is on record whoever settles the action).
+        """
+        then = self.audit.then(*entries) if entries else None
+        updated = await self.store.transition(action, state, then=then, **changes)
+        if updated is None and record_anyway:
+            for entry in entries:
+                await self.audit.record_entry(entry)
+        return updated
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)

@@ -138,9 +138,9 @@ class Clicks:
             event = {"decision": decision.audit(), "stage": "confirm"}
         else:
             return None
-        updated = await deps.store.transition(action, FAILED, error_code=code, error_message=message)
         kind = "failed" if code == "device_changed" else "denied"
-        await deps.audit.record(kind, actor=who.actor, action=action, **event)
+        entry = deps.audit.entry(kind, actor=who.actor, action=action, **event)
+        updated = await deps.change(action, FAILED, entry, record_anyway=True, error_code=code, error_message=message)
         await self.views.update_shared(updated or action)
         return InvokeAnswer(card=await self.views.render(updated or action, Viewer.REQUESTER))
 
@@ -150,10 +150,10 @@ class Clicks:
             return refused
         if action.state not in (REQUESTED, AWAITING_APPROVAL):
             return InvokeAnswer(card=await self.views.render(action, viewer))
-        updated = await self.deps.store.transition(action, CANCELLED, approver_name=who.name)
+        cancelled = self.deps.audit.entry("cancelled", actor=who.actor, action=action)
+        updated = await self.deps.change(action, CANCELLED, cancelled, approver_name=who.name)
         if updated is None:
             return InvokeAnswer(card=await self.views.current(action, viewer))
-        await self.deps.audit.record("cancelled", actor=who.actor, action=action)
         await self.views.update_shared(updated)
         return InvokeAnswer(card=await self.views.render(updated, viewer))
 

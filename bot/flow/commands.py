@@ -239,8 +239,8 @@ class Commands:
             expires_at=now + deps.settings.action_ttl,
             decision=decision.audit(),
         )
-        await deps.store.create(action)
-        await deps.audit.record("requested", actor=who.actor, action=action, decision=decision.audit())
+        requested = deps.audit.entry("requested", actor=who.actor, decision=decision.audit())
+        await deps.store.create(action, then=deps.audit.then(requested))
         await self.views.supersede_others(action)  # one live card per device: the newest
         viewer = Viewer.OTHER if conv.is_group else Viewer.REQUESTER
         return Reply(card=await self.views.render(action, viewer), action_id=action.id)

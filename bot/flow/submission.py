@@ -62,37 +62,49 @@ class Submission:
             changes["reason"] = reason
         if approver:
             changes.update(approver_id=approver.aad_id, approver_name=approver.name)
+        audit = self.deps.audit
+        entries = []
+        if approver is None and reason:
+            entries.append(audit.entry("confirmed", actor=who.actor, reason=reason))
+        elif approver is not None:
+            entries.append(audit.entry("approved", actor=approver.actor, requester_id=action.requester_id))
+        # The write-ahead: committed with *submitting*, before Graph is called.
+        sender = approver or who
+        entries.append(audit.entry("submitted", actor=sender.actor, client_request_id=changes["client_request_id"]))
         try:
-            updated = await self.deps.store.transition(action, SUBMITTING, now=now, **changes)
+            updated = await self.deps.change(action, SUBMITTING, *entries, now=now, **changes)
         except DeviceBusy:
             return InvokeAnswer(card=await self.views.busy(action))
         if updated is None:
             return InvokeAnswer(card=await self.views.current(action, viewer))
         await self.views.supersede_others(updated, confirmed=True)
-        if approver is None and reason:
-            await self.deps.audit.record("confirmed", actor=who.actor, action=updated, reason=reason)
-        elif approver is not None:
-            await self.deps.audit.record(
-                "approved", actor=approver.actor, action=updated, requester_id=updated.requester_id
-            )
+        if approver is not None:
             await self.views.notify(updated, m.proactive_approved(updated.device_name, approver.name))
-        task = self.deps.spawn(self.send(updated, approver or who))
+        task = self.deps.spawn(self.send(updated, sender, written_ahead=True))
         done, _ = await asyncio.wait({task}, timeout=self.deps.settings.invoke_budget)
         return InvokeAnswer(card=await self.views.render(task.result() if done else updated, viewer))
 
     async def send(
-        self, action: Action, actor: Requester, *, gate: Callable[[], Awaitable[None]] | None = None
+        self,
+        action: Action,
+        actor: Requester,
+        *,
+        written_ahead: bool = False,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> Action:
         """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards.
 
-        ``gate`` (the bulk runner's write budget) is awaited right before the POST, so the pace it keeps is the pace
-        Graph sees.
+        ``written_ahead``: the *submitted* audit event was committed with *submitting* (otherwise it is recorded
+        here, before the Graph call). ``gate`` (the bulk runner's write budget) is awaited right before the POST, so
+        the pace it keeps is the pace Graph sees.
         """
         deps = self.deps
+        audit = deps.audit
         wire_reason = deps.settings.reason_map.get(action.reason or "", action.reason or "")
-        await deps.audit.record(
-            "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
-        )
+        if not written_ahead:
+            await audit.record(
+                "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
+            )
         deps.checkpoint("before_graph")
         if gate is not None:
             await gate()
@@ -102,22 +114,27 @@ class Submission:
                 action.device_id, wire_reason, client_request_id=action.client_request_id or str(uuid.uuid4())
             )
         except OutcomeUnknown as exc:
-            outcome = await deps.store.transition(
+            outcome = await deps.change(
                 action,
                 UNKNOWN,
+                audit.entry("unknown", actor=actor.actor, action=action, error=exc.detail),
+                record_anyway=True,
                 error_code="outcome_unknown",
                 error_message=exc.detail,
                 next_check_at=self.first_check(),
             )
-            await deps.audit.record("unknown", actor=actor.actor, action=action, error=exc.detail)
         except GraphError as exc:
             outcome = await self._graph_error(action, actor, exc)
         else:
             deps.checkpoint("after_graph")
-            outcome = await deps.store.transition(
-                action, SUBMITTED, graph_request_id=response.request_id, next_check_at=self.first_check()
+            outcome = await deps.change(
+                action,
+                SUBMITTED,
+                audit.entry("succeeded", actor=actor.actor, action=action, request_id=response.request_id),
+                record_anyway=True,
+                graph_request_id=response.request_id,
+                next_check_at=self.first_check(),
             )
-            await deps.audit.record("succeeded", actor=actor.actor, action=action, request_id=response.request_id)
         final = outcome or await deps.store.get(action.id) or action
         await self.views.update_shared(final)
         if final.state == UNKNOWN:
@@ -129,21 +146,16 @@ class Submission:
     async def _graph_error(self, action: Action, actor: Requester, exc: GraphError) -> Action | None:
         deps = self.deps
         if exc.status == 504:
-            outcome = await deps.store.transition(
-                action, UNKNOWN, error_code="gateway_timeout", error_message=exc.message
+            return await deps.change(
+                action,
+                UNKNOWN,
+                deps.audit.entry("unknown", actor=actor.actor, action=action, status=504, request_id=exc.request_id),
+                record_anyway=True,
+                error_code="gateway_timeout",
+                error_message=exc.message,
             )
-            await deps.audit.record("unknown", actor=actor.actor, action=action, status=504, request_id=exc.request_id)
-            return outcome
         retryable = isinstance(exc, GraphThrottled)
-        outcome = await deps.store.transition(
-            action,
-            State.FAILED,
-            error_code=exc.code,
-            error_message=_graph_message(exc),
-            retryable=retryable,
-            graph_request_id=exc.request_id,
-        )
-        await deps.audit.record(
+        failed = deps.audit.entry(
             "failed",
             actor=actor.actor,
             action=action,
@@ -153,17 +165,25 @@ class Submission:
             request_id=exc.request_id,
             retryable=retryable,
         )
-        return outcome
+        return await deps.change(
+            action,
+            State.FAILED,
+            failed,
+            record_anyway=True,
+            error_code=exc.code,
+            error_message=_graph_message(exc),
+            retryable=retryable,
+            graph_request_id=exc.request_id,
+        )
 
     # -- housekeeping: expiry, crash recovery --------------------------------------------------------------
 
     async def expire_if_due(self, action: Action) -> Action:
         if not action.expired(self.deps.clock()):
             return action
-        updated = await self.deps.store.transition(action, EXPIRED)
+        updated = await self.deps.change(action, EXPIRED, self.deps.audit.entry("expired", actor=None, action=action))
         if updated is None:
             return await self.deps.store.get(action.id) or action
-        await self.deps.audit.record("expired", actor=None, action=action)
         await self.views.update_shared(updated)
         return updated
 
@@ -198,25 +218,25 @@ class Submission:
         # Only a record that started after this action was committed as *submitting* (allowing for clock skew
         # between this host and Intune) is this action's; an older attempt on the same device is not.
         if record and started is not None and started >= action.updated_at - RECONCILE_CLOCK_SKEW:
-            updated = await deps.store.transition(
-                action, SUBMITTED, error_code=None, error_message=None, next_check_at=self.first_check()
+            succeeded = deps.audit.entry(
+                "succeeded", actor=None, action=action, reconciled=True, action_state=record.get("actionState")
+            )
+            updated = await deps.change(
+                action, SUBMITTED, succeeded, error_code=None, error_message=None, next_check_at=self.first_check()
             )
             if updated is not None:
-                await deps.audit.record(
-                    "succeeded", actor=None, action=action, reconciled=True, action_state=record.get("actionState")
-                )
                 await self.views.update_shared(updated)
                 await self.views.notify(updated, m.proactive_done(updated.device_name))
             return updated
-        updated = await deps.store.transition(
+        updated = await deps.change(
             action,
             UNKNOWN,
+            deps.audit.entry("unknown", actor=None, action=action, reconciled=True),
             error_code="interrupted",
             error_message="the bot stopped while the request was being sent",
             next_check_at=self.first_check(),
         )
         if updated is not None:
-            await deps.audit.record("unknown", actor=None, action=action, reconciled=True)
             await self.views.update_shared(updated)
             await self.views.notify_unknown(updated)
         return updated

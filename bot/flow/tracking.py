@@ -82,9 +82,13 @@ class Tracking:
 
     async def _settle_done(self, action: Action, record: Record, now: float) -> str:
         deps = self.deps
-        updated = await deps.store.transition(
+        completed = deps.audit.entry(
+            "completed", actor=None, action=action, intune_at=record.at, initiated_by=record.initiated_by
+        )
+        updated = await deps.change(
             action,
             CONFIRMED,
+            completed,
             now=action.updated_at,  # keep the time of sending; the confirmation time is settled_at
             next_check_at=None,
             intune_state="done",
@@ -95,9 +99,6 @@ class Tracking:
         )
         if updated is None:
             return "pending"
-        await deps.audit.record(
-            "completed", actor=None, action=action, intune_at=record.at, initiated_by=record.initiated_by
-        )
         await self.views.update_shared(updated)
         if action.state == UNKNOWN:
             await self.views.notify(updated, m.proactive_done(updated.device_name))
@@ -105,9 +106,11 @@ class Tracking:
 
     async def _settle_failed(self, action: Action, detail: str, code: str, now: float) -> str:
         deps = self.deps
-        updated = await deps.store.transition(
+        failed = deps.audit.entry("failed", actor=None, action=action, source="intune", code=code, message=detail)
+        updated = await deps.change(
             action,
             FAILED,
+            failed,
             next_check_at=None,
             intune_state="failed",
             settled_at=now,
@@ -117,7 +120,6 @@ class Tracking:
         )
         if updated is None:
             return "pending"
-        await deps.audit.record("failed", actor=None, action=action, source="intune", code=code, message=detail)
         await self.views.update_shared(updated)
         await self.views.notify(updated, m.proactive_intune_failed(updated.device_name, detail))
         return "intune_failed"

@@ -89,10 +89,10 @@ class Views:
         store = self.deps.store
         before = None if confirmed else action.created_at
         for older in await store.requested_for_device(action.device_id, except_id=action.id, created_before=before):
-            updated = await store.transition(older, SUPERSEDED, from_states=(REQUESTED,))
+            superseded = self.deps.audit.entry("superseded", actor=None, by=action.id)
+            updated = await self.deps.change(older, SUPERSEDED, superseded, from_states=(REQUESTED,))
             if updated is None:
                 continue  # its requester confirmed or cancelled it meanwhile
-            await self.deps.audit.record("superseded", actor=None, action=updated, by=action.id)
             await self.update_shared(updated)
 
     async def notify(self, action: Action, text: str) -> None:
