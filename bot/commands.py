@@ -44,9 +44,13 @@ _POLITE_LEAD = re.compile(
     re.IGNORECASE,
 )
 _POLITE_TAIL = re.compile(
-    r"(?:[\s,]+(?:please|pls|plz|thanks|thank\s+you|thx|ty)|\s*[?!.,;]+)$",
+    r"(?:[\s,]+(?:please|pls|plz|thanks|thank\s+you|thx|ty)|[\s?!.,;]*[?!.,;])$",
     re.IGNORECASE,
 )
+#: Politeness is looked for only this near the ends of a message, and peeled at most this many times: the work per
+#: message stays linear in its length however it is built (a 30 KB list of `" ,"` once took hours of regex backtracking).
+_POLITE_WINDOW = 200
+_POLITE_PASSES = 8
 _VERB = re.compile(r"^(\S+?)(?::\s*|\s+|$)(.*)$", re.DOTALL)
 _QUOTED = re.compile(r"^[\"“”'‘’](.+)[\"“”'‘’]$")
 VERBS = {
@@ -172,20 +176,26 @@ def split_entries(text: str) -> list[str]:
 
 
 def strip_polite(text: str) -> str:
-    """Drop polite words, the bot's name and punctuation *around* the command; a quoted device stays intact."""
-    previous = None
-    while previous != text:
+    """Drop polite words, the bot's name and punctuation *around* the command; a quoted device stays intact.
+
+    Bounded: only the first and last :data:`_POLITE_WINDOW` characters are searched, at most :data:`_POLITE_PASSES`
+    times, so a hostile message cannot make this quadratic (or worse) in its length.
+    """
+    for _ in range(_POLITE_PASSES):
         previous = text
-        lead = _POLITE_LEAD.match(text)
+        lead = _POLITE_LEAD.match(text[:_POLITE_WINDOW])
         if lead and lead.end() < len(text):
             text = text[lead.end() :].lstrip()
         if not _QUOTED.match(text.partition(" ")[2].strip()):
-            tail = _POLITE_TAIL.search(text)
+            start = max(0, len(text) - _POLITE_WINDOW)
+            tail = _POLITE_TAIL.search(text, start)
             if tail and tail.start() > 0:
                 head = text[: tail.start()].rstrip()
                 # A polite *word* goes only if the command keeps its argument: `deprovision please` names a device.
                 if not tail.group().strip(" ?!.,;") or " " in head or head.lower() in _NO_ARGUMENT:
                     text = head
+        if text == previous:
+            break
     return text
 
 
