@@ -103,7 +103,10 @@ class Bulk:
         if batch is None or batch.tenant_id != who.tenant_id:
             return InvokeAnswer(card=message_card(m.CARD_TITLE_EXPIRED, [m.card_unknown_request()]))
         mine = who.aad_id == batch.requester_id
-        here = base_conversation(conv.id) == base_conversation(batch.conversation_id)
+        here = base_conversation(conv.id) == base_conversation(batch.conversation_id) or (
+            bool(batch.approval_activity_id)
+            and base_conversation(conv.id) == base_conversation(self.deps.settings.approval_channel_id or "")
+        )
         if not (mine or here or (batch.state == AWAITING_APPROVAL and await self._may_approve(who, batch))):
             return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
         batch = await self._expire_if_due(batch)
@@ -173,6 +176,7 @@ class Bulk:
                         approval="peer",
                     )
             await self.cards.update(batch.id)
+            self.deps.spawn(BulkApprovals(self).announce(waiting))
             return InvokeAnswer(card=await self.cards.render(waiting, Viewer.REQUESTER))
         started = await self.start(batch, items, reason=reason)
         if started is None:
