@@ -70,6 +70,10 @@ batches = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("lease_until", sa.Float),  # the instance running it owns it until then (renewed as it goes)
     sa.Column("finished_at", sa.Float),
+    # Peer mode: the eligible approvers among the conversation's members (Teams MRIs, JSON), the approval channel post.
+    sa.Column("approver_mris", sa.Text, nullable=False, default="[]"),
+    sa.Column("approval_ref", sa.Text),
+    sa.Column("approval_activity_id", sa.String(256)),
 )
 
 
@@ -97,6 +101,20 @@ class Batch:
     comment: str | None = None
     lease_until: float | None = None
     finished_at: float | None = None
+    approver_mris: str = "[]"
+    approval_ref: str | None = None
+    approval_activity_id: str | None = None
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """Teams ids (MRIs) of the eligible approvers found among the conversation's members."""
+        return tuple(json.loads(self.approver_mris or "[]"))
+
+    @property
+    def approval_reference(self) -> dict[str, Any] | None:
+        """The conversation reference of the approval channel post, if one was made."""
+        data: dict[str, Any] | None = json.loads(self.approval_ref) if self.approval_ref else None
+        return data
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -199,6 +217,18 @@ class BatchStore:
     async def set_card(self, batch_id: str, activity_id: str) -> None:
         async with self.store.write() as conn:
             await conn.execute(batches.update().where(batches.c.id == batch_id).values(card_activity_id=activity_id))
+
+    async def set_approvers(self, batch_id: str, mris: list[str]) -> None:
+        async with self.store.write() as conn:
+            await conn.execute(batches.update().where(batches.c.id == batch_id).values(approver_mris=json.dumps(mris)))
+
+    async def set_approval_message(self, batch_id: str, reference: dict[str, Any], activity_id: str | None) -> None:
+        async with self.store.write() as conn:
+            await conn.execute(
+                batches.update()
+                .where(batches.c.id == batch_id)
+                .values(approval_ref=json.dumps(reference), approval_activity_id=activity_id)
+            )
 
     async def set_items(self, batch_id: str, items: list[dict[str, Any]]) -> None:
         async with self.store.write() as conn:

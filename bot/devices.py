@@ -266,6 +266,8 @@ class DeviceDirectory:
         return [d for *_, d in sorted(scored, key=lambda s: s[:3])]
 
     async def find(self, text: str) -> LookupResult:
+        """One device, by sequential GETs. The chat flows use :class:`BatchLookup` (``follow_pages`` for one device),
+        which gives the same answers and lets the role check's requester facts share its first ``$batch``."""
         query = clean_query(text)
         result = LookupResult(query=query)
         if GUID_RE.match(query):
@@ -292,7 +294,7 @@ class DeviceDirectory:
 
 # -- many devices at once (bulk deprovision) -------------------------------------------------------------------
 
-#: The two lookup rounds of :meth:`DeviceDirectory.find_many`: what each kind of entry is tried as, in order.
+#: The two lookup rounds of :meth:`BatchLookup.find_many`: what each kind of entry is tried as, in order.
 _ROUNDS = {"guid": ("intune_id", "azureADDeviceId"), "text": ("serialNumber", "deviceName")}
 _LABELS = {
     "intune_id": "intune_id",
@@ -321,31 +323,54 @@ class BatchLookup:
     sent side by side; round 2 asks only the entries round 1 did not find (a GUID as an Entra device id, text as a
     device name). So a pasted column of serials or Intune ids costs ⌈N/20⌉ round trips (+⌈misses/20⌉), names
     about twice that. Rows are re-verified exactly as :meth:`DeviceDirectory.find` does. An answer with a next page
-    (a filter Graph ignored, or a name shared by over 100 devices) is never followed here: the entry is
-    ``incomplete`` (the single-device lookup follows pages; a list of 100 would mean 100 tenant scans).
+    (a filter Graph ignored, or a name shared by over 100 devices) is not followed for a list: the entry is
+    ``incomplete`` (a list of 100 would mean 100 tenant scans); with ``follow_pages`` (one device) it is, as
+    :meth:`DeviceDirectory.find` does, up to :data:`MAX_SCAN_ROWS` rows.
+
+    :meth:`find_with` carries other sub-requests in round 1 (the requester's facts for the role check), so a
+    message turn looks up its device and learns who is asking in one round trip.
     """
 
     def __init__(self, graph: GraphClient) -> None:
         self._graph = graph
 
-    async def find_many(self, queries: Sequence[str]) -> list[LookupResult]:
+    async def find_many(self, queries: Sequence[str], *, follow_pages: bool = False) -> list[LookupResult]:
         """``queries`` are already :func:`clean_query`-ed; one result per query, in order."""
+        return (await self.find_with(queries, [], follow_pages=follow_pages))[0]
+
+    async def find_with(
+        self, queries: Sequence[str], extra: Sequence[dict[str, Any]], *, follow_pages: bool = False
+    ) -> tuple[list[LookupResult], dict[str, Any]]:
+        """:meth:`find_many`, with ``extra`` sub-requests (ids other than digits) in round 1; also their answers."""
+        if any(str(r["id"]).isdigit() for r in extra):
+            raise ValueError("extra sub-request ids must not be digits (those are the lookups')")
         results = [LookupResult(query=q) for q in queries]
+        carried: dict[str, Any] = {}
         for round_ in (0, 1):
             asks = []
             for k, result in enumerate(results):
-                if result.device is not None or result.candidates or (round_ and result.incomplete):
+                if (
+                    result.device is not None
+                    or result.candidates
+                    or (round_ and result.incomplete and not follow_pages)
+                ):
                     continue
                 kind = "guid" if GUID_RE.match(result.query) else "text"
                 asks.append((k, _ROUNDS[kind][round_]))
-            if not asks:
+            requests = [_lookup_request(f"{k}", prop, results[k].query) for k, prop in asks]
+            if not round_:
+                requests = [*extra, *requests]
+            if not requests:
                 break
-            answers = await self._send([_lookup_request(f"{k}", prop, results[k].query) for k, prop in asks])
+            answers = await self._send(requests)
+            if not round_:
+                carried = {str(r["id"]): answers.get(str(r["id"])) for r in extra}
             for k, prop in asks:
-                self._settle(results[k], prop, answers.get(str(k)))
-        return results
+                rows, truncated = await self._rows(prop, results[k].query, answers.get(str(k)), follow_pages)
+                self._settle(results[k], prop, rows, truncated)
+        return results, carried
 
-    async def _send(self, requests: list[dict[str, str]]) -> dict[str, object]:
+    async def _send(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
         pages = await asyncio.gather(
             *(
                 self._graph.batch(requests[i : i + BATCH_LIMIT], version="beta")
@@ -354,30 +379,33 @@ class BatchLookup:
         )
         return {rid: answer for page in pages for rid, answer in page.items()}
 
-    @staticmethod
-    def _settle(result: LookupResult, prop: str, answer: object) -> None:
+    async def _rows(self, prop: str, query: str, answer: object, follow_pages: bool) -> tuple[list[Any], bool]:
+        """The rows of one sub-answer and whether there were more than were read; a failure raises."""
         status = int(answer.get("status", 0)) if isinstance(answer, dict) else 0
         body = answer.get("body") if isinstance(answer, dict) else None
         if prop == "intune_id" and status in (400, 404):
-            return
+            return [], False
         if not 200 <= status < 300 or not isinstance(body, dict):
             error = body.get("error", {}) if isinstance(body, dict) else {}
             code = str(error.get("code", "")) if isinstance(error, dict) else ""
             raise GraphError(status, code or "BatchItemFailed", f"device lookup ({prop})")
         if prop == "intune_id":
-            rows = [body] if str(body.get("id", "")).lower() == result.query.lower() else []
-        else:
-            rows = [r for r in body.get("value") or [] if isinstance(r, dict)]
-            if body.get("@odata.nextLink"):
-                result.incomplete = True
-        devices = [Device.from_graph(r) for r in rows]
+            return ([body] if str(body.get("id", "")).lower() == query.lower() else []), False
+        if body.get("@odata.nextLink") and follow_pages:
+            return await self._graph.rest_of(body, max_items=MAX_SCAN_ROWS)
+        return list(body.get("value") or []), bool(body.get("@odata.nextLink"))
+
+    @staticmethod
+    def _settle(result: LookupResult, prop: str, rows: list[Any], truncated: bool) -> None:
+        result.incomplete = result.incomplete or truncated
+        devices = [Device.from_graph(r) for r in rows if isinstance(r, dict)]
         if prop != "intune_id":
             wanted = result.query.casefold()
             devices = [d for d in devices if _VERIFY[prop](d).casefold() == wanted]
         if not devices:
             return
         result.matched_by, result.total_matches = _LABELS[prop], len(devices)
-        if len(devices) == 1 and not result.incomplete:
+        if len(devices) == 1 and not truncated:
             result.device = devices[0]
         else:
             result.candidates = sorted(devices, key=lambda d: (d.name.lower(), d.serial))[:MAX_CANDIDATES]

@@ -143,8 +143,13 @@ class GraphClient:
         headers: Mapping[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         """Follow ``@odata.nextLink`` verbatim; return (items, truncated)."""
+        return await self.rest_of(await self.get(path, params, headers=headers), max_items=max_items, headers=headers)
+
+    async def rest_of(
+        self, body: Any, *, max_items: int = 5000, headers: Mapping[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A list answer's items with its further pages (e.g. a ``$batch`` sub-answer's); return (items, truncated)."""
         items: list[dict[str, Any]] = []
-        body = await self.get(path, params, headers=headers)
         while True:
             items.extend(body.get("value", []))
             next_link = body.get("@odata.nextLink")

@@ -798,8 +798,32 @@ def bulk_cancelled(name: str, not_sent: int) -> str:
 @_markup
 def bulk_awaiting(requester: str) -> str:
     return (
-        f"{md(requester)} confirmed. A second person with the right Intune role must approve (they type **pending** to "
-        "me, or use this card); devices their role does not cover are left out, visibly."
+        f"{md(requester)} confirmed. A second person with the right Intune role must approve; devices their role does "
+        "not cover are left out, visibly."
+    )
+
+
+@_markup
+def bulk_how_to_get_approval(is_group: bool, channel: bool) -> str:
+    """Tells the requester of a bulk request who can approve it and how they learn of it."""
+    who = f"Anyone else with {ROLES_THAT_WORK} on at least one of these devices can approve"
+    if channel:
+        return f"{who}: the request is posted in the approvals channel, or they can type **pending** to me."
+    if is_group:
+        return f"{who}: eligible members of this chat see Approve on this card, and anyone can type **pending** to me."
+    return (
+        f"{who}. No approvals channel is set and this is a 1:1 chat, so nobody is told automatically: ask them to "
+        "type **pending** to me."
+    )
+
+
+def bulk_approval_mentions(requester: str, count: int, approvers: Sequence[str]) -> str:
+    """The group-chat notice that @mentions the eligible approvers of a bulk request."""
+    names = ", ".join(f"<at>{mention(n)}</at>" for n in approvers)
+    devices = f"{count} device{'s' if count != 1 else ''}"
+    return (
+        f"{names}: {md(requester)} asks to deprovision **{devices}** — you can approve or reject the request on the "
+        "card above (devices your role does not cover are left out)."
     )
 
 

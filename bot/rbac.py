@@ -13,7 +13,9 @@ A user may deprovision device D iff
     4. ``A.roleScopeTagIds`` is empty or shares a tag with D (untagged = ``"0"``).
 
 Facts are gathered in at most two ``$batch`` round trips (plus one for a cold role catalogue); :func:`decide`
-is a pure function over them. Any Graph failure fails closed (:class:`~bot.errors.RbacUnavailable`).
+is a pure function over them. A message turn splits them: the requester's own facts (:meth:`RbacChecker.
+requester_requests`) ride in the lookup's ``$batch``, and :meth:`RbacChecker.access_found` asks for a device's
+scope-group memberships only when a held assignment could still admit it. Any Graph failure fails closed (:class:`~bot.errors.RbacUnavailable`).
 """
 
 from __future__ import annotations
@@ -145,6 +147,14 @@ class Sub(enum.Enum):
         return Sub(kind), int(device)
 
 
+@dataclass(frozen=True)
+class RequesterFacts:
+    """The requester's side of a check, the same for every device: admin-group memberships, Entra roles."""
+
+    groups: frozenset[str]
+    entra_roles: frozenset[str]
+
+
 @dataclass
 class Facts:
     """Everything :func:`decide` needs, already fetched."""
@@ -192,6 +202,11 @@ def _device_scope_pending(facts: Facts) -> bool:
         ):
             return True
     return False
+
+
+def _unsettled(access: Access) -> bool:
+    """Not yet readable and allowed: more facts about the device could still change the answer."""
+    return not (access.readable and access.decision.allowed)
 
 
 def _entra_admin(facts: Facts) -> str:
@@ -420,10 +435,110 @@ class RbacChecker:
         except GraphError as exc:
             raise RbacUnavailable(exc) from exc
 
-    def _plan(
-        self, catalog: Catalog, requester_id: str, devices: list[Device], *, reread: bool
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The sub-requests of one check (requester's groups and roles once; per device: fresh copy, scope)."""
+    def requester_requests(self, catalog: Catalog, requester_id: str) -> list[dict[str, Any]]:
+        """The device-independent sub-requests of a check: the requester's admin-group memberships, Entra roles.
+
+        They can ride in any ``$batch`` (the lookup's, for a message turn); :meth:`requester_facts` reads them.
+        """
+        requests = [
+            self._check_groups(Sub.ME.id(0, i), f"/users/{requester_id}", chunk)
+            for i, chunk in enumerate(_chunks(g for a in catalog.assignments for g in a.members))
+        ]
+        if self._settings.entra_admin_roles_allowed:
+            requests.append(self._entra_roles_request(requester_id))
+        return requests
+
+    async def requester_facts(self, requests: Sequence[dict[str, Any]], answers: dict[str, Any]) -> RequesterFacts:
+        """The answers to :meth:`requester_requests`; a missing or failed one fails closed (:class:`RbacUnavailable`)."""
+        return await self._guarded(self._requester_facts(requests, answers))
+
+    async def _requester_facts(self, requests: Sequence[dict[str, Any]], answers: dict[str, Any]) -> RequesterFacts:
+        groups: set[str] = set()
+        entra_roles: set[str] = set()
+        for request in requests:
+            rid = str(request["id"])
+            answer = answers.get(rid)
+            if Sub.parse(rid)[0] is Sub.ENTRA:
+                rows = await self._collect(answer, "transitiveRoleAssignments", ENTRA_ROLES_HEADERS)
+                entra_roles.update(str(r.get("roleDefinitionId")) for r in rows)
+            else:
+                groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
+        return RequesterFacts(frozenset(groups), frozenset(entra_roles))
+
+    async def access_stepwise(self, requester_id: str, devices: Sequence[Device]) -> list[Access]:
+        """:meth:`access_many` the other way round, for many devices most of which need no facts of their own: the
+        requester's facts first (one round trip), then scope-group memberships only where :meth:`access_found`
+        needs them (bulk approvers: a tenant-wide or tag-scoped role costs one round trip for any list)."""
+        catalog = await self.catalog()
+        mine = self.requester_requests(catalog, requester_id)
+        answers = await self._guarded(self._send(mine))
+        requester = await self.requester_facts(mine, answers)
+        return await self.access_found(catalog, requester, devices)
+
+    async def access_found(
+        self, catalog: Catalog, requester: RequesterFacts, devices: Sequence[Device]
+    ) -> list[Access]:
+        """Decide for devices just read from Intune, the requester's facts already known (a message turn).
+
+        Tenant-wide and tag-scoped roles need nothing more. Scope-group memberships (the primary user's, the device
+        object's) are asked only for a device a held ``resourceScope`` assignment could still admit — one more round
+        trip, or two when the device's Entra object id is not known yet — and only for the held assignments' groups.
+        """
+        return await self._guarded(self._access_found(catalog, requester, list(devices)))
+
+    async def _access_found(self, catalog: Catalog, requester: RequesterFacts, devices: list[Device]) -> list[Access]:
+        groups = self._held_scope_groups(catalog, requester)
+        facts = [self._facts(catalog, requester, device, frozenset()) for device in devices]
+        accesses = {k: Access(can_read(f), decide(f)) for k, f in enumerate(facts)}
+        need = {k: f for k, f in enumerate(facts) if groups and _unsettled(accesses[k]) and _device_scope_pending(f)}
+        if need:
+            await self._scope_round(accesses, need, devices, groups)
+        return [accesses[k] for k in range(len(devices))]
+
+    async def _scope_round(
+        self, accesses: dict[int, Access], need: dict[int, Facts], devices: list[Device], groups: list[str]
+    ) -> None:
+        answers = await self._send([r for k in need for r in self._scope_requests(k, devices[k], groups)])
+        device_groups, resolved, _ = self._device_answers(answers, devices)
+        for k, f in need.items():
+            f.device_scope_groups = frozenset(device_groups[k])
+            accesses[k] = Access(can_read(f), decide(f))
+        await self._device_round(accesses, {k: f for k, f in need.items() if resolved.get(k)}, resolved, groups)
+
+    @staticmethod
+    def _held_scope_groups(catalog: Catalog, requester: RequesterFacts) -> list[str]:
+        """The scope groups of the requester's own ``resourceScope`` assignments (the only ones decide reads)."""
+        return [
+            g
+            for a in catalog.assignments
+            if a.scope_type.lower() == "resourcescope"
+            and set(a.members) & requester.groups
+            and a.role_id in catalog.roles
+            and (catalog.roles[a.role_id].mentions(RETIRE) or catalog.roles[a.role_id].permits(READ))
+            for g in a.scope_groups
+        ]
+
+    def _facts(
+        self, catalog: Catalog, requester: RequesterFacts, device: Device, scope_groups: frozenset[str]
+    ) -> Facts:
+        s = self._settings
+        return Facts(
+            roles=catalog.roles,
+            assignments=catalog.assignments,
+            requester_groups=requester.groups,
+            device_tags=device.effective_scope_tags,
+            device_has_primary_user=bool(device.user_id),
+            device_scope_groups=scope_groups,
+            entra_role_ids=requester.entra_roles,
+            entra_roles_allowed=s.entra_admin_roles_allowed,
+            admin_role_ids=frozenset(s.entra_admin_role_ids),
+        )
+
+    def _plan(self, catalog: Catalog, devices: list[Device], *, reread: bool) -> tuple[list[dict[str, Any]], list[str]]:
+        """The device sub-requests of a check on known devices: per device its fresh copy and its scope facts.
+
+        The requester's groups are not known yet, so every reader assignment's scope groups are asked at once.
+        """
         readers = [
             a
             for a in catalog.assignments
@@ -431,12 +546,7 @@ class RbacChecker:
             and (catalog.roles[a.role_id].mentions(RETIRE) or catalog.roles[a.role_id].permits(READ))
         ]
         scope_groups = [g for a in readers if a.scope_type.lower() == "resourcescope" for g in a.scope_groups]
-        requests = [
-            self._check_groups(Sub.ME.id(0, i), f"/users/{requester_id}", chunk)
-            for i, chunk in enumerate(_chunks(g for a in catalog.assignments for g in a.members))
-        ]
-        if self._settings.entra_admin_roles_allowed:
-            requests.append(self._entra_roles_request(requester_id))
+        requests: list[dict[str, Any]] = []
         for k, device in enumerate(devices):
             if reread:
                 requests.append(
@@ -480,35 +590,61 @@ class RbacChecker:
         )
         return {rid: answer for page in pages for rid, answer in page.items()}
 
+    def _device_answers(
+        self, answers: dict[str, Any], devices: list[Device]
+    ) -> tuple[list[set[str]], dict[int, str | None], dict[int, dict[str, Any] | None]]:
+        """Per device: scope groups it (or its primary user) is in, its resolved Entra object, its fresh row."""
+        device_groups: list[set[str]] = [set() for _ in devices]
+        resolved: dict[int, str | None] = {}
+        fresh_rows: dict[int, dict[str, Any] | None] = {}
+        for rid, answer in answers.items():
+            kind, k = Sub.parse(rid)
+            if kind in (Sub.USER, Sub.DEVICE):
+                device_groups[k].update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
+            elif kind is Sub.DEVOBJ:
+                resolved[k] = self._remember_object(devices[k], answer)
+            elif kind is Sub.FRESH:
+                fresh_rows[k] = self._fresh_row(devices[k], answer)
+        return device_groups, resolved, fresh_rows
+
+    async def _device_round(
+        self,
+        accesses: dict[int, Access],
+        candidates: dict[int, Facts],
+        objects: dict[int, str | None],
+        groups: list[str],
+    ) -> None:
+        """One more round trip, only when a device object just resolved could still change an answer."""
+        second = {k: f for k, f in candidates.items() if _unsettled(accesses[k]) and _device_scope_pending(f)}
+        if not second:
+            return
+        more = await self._send(
+            [
+                self._check_groups(Sub.DEVICE.id(k, i), f"/devices/{objects[k]}", chunk)
+                for k in second
+                for i, chunk in enumerate(_chunks(groups))
+            ]
+        )
+        found: dict[int, set[str]] = {k: set(f.device_scope_groups) for k, f in second.items()}
+        for rid, answer in more.items():
+            found[Sub.parse(rid)[1]].update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
+        for k, facts in second.items():
+            facts.device_scope_groups = frozenset(found[k])
+            accesses[k] = Access(can_read(facts), decide(facts))
+
     async def _check_many(
         self, requester_id: str, devices: list[Device], *, reread: bool = False
     ) -> list[tuple[Device | None, Access | None]]:
         catalog = await self.catalog()
-        s = self._settings
-        requests, scope_groups = self._plan(catalog, requester_id, devices, reread=reread)
-        answers = await self._send(requests)
-
-        requester_groups: set[str] = set()
-        entra_roles: set[str] = set()
-        device_groups: list[set[str]] = [set() for _ in devices]
-        resolved_objects: dict[int, str | None] = {}
-        fresh_rows: dict[int, dict[str, Any] | None] = {}
-        for rid, answer in answers.items():
-            kind, k = Sub.parse(rid)
-            if kind is Sub.ME:
-                requester_groups.update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
-            elif kind in (Sub.USER, Sub.DEVICE):
-                device_groups[k].update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
-            elif kind is Sub.ENTRA:
-                rows = await self._collect(answer, "transitiveRoleAssignments", ENTRA_ROLES_HEADERS)
-                entra_roles.update(str(r.get("roleDefinitionId")) for r in rows)
-            elif kind is Sub.DEVOBJ:
-                resolved_objects[k] = self._remember_object(devices[k], answer)
-            elif kind is Sub.FRESH:
-                fresh_rows[k] = self._fresh_row(devices[k], answer)
+        mine = self.requester_requests(catalog, requester_id)
+        requests, scope_groups = self._plan(catalog, devices, reread=reread)
+        answers = await self._send(mine + requests)
+        requester = await self.requester_facts(mine, answers)
+        device_groups, resolved, fresh_rows = self._device_answers(answers, devices)
 
         results: list[tuple[Device | None, Access | None]] = []
-        second: dict[int, Facts] = {}
+        accesses: dict[int, Access] = {}
+        candidates: dict[int, Facts] = {}
         for k, device in enumerate(devices):
             if reread:
                 row = fresh_rows.get(k)
@@ -521,39 +657,13 @@ class RbacChecker:
                     results.append((await self._check_many(requester_id, [fresh]))[0])
                     continue
                 device = fresh
-            facts = Facts(
-                roles=catalog.roles,
-                assignments=catalog.assignments,
-                requester_groups=frozenset(requester_groups),
-                device_tags=device.effective_scope_tags,
-                device_has_primary_user=bool(device.user_id),
-                device_scope_groups=frozenset(device_groups[k]),
-                entra_role_ids=frozenset(entra_roles),
-                entra_roles_allowed=s.entra_admin_roles_allowed,
-                admin_role_ids=frozenset(s.entra_admin_role_ids),
-            )
-            access = Access(can_read(facts), decide(facts))
-            unsettled = not (access.readable and access.decision.allowed)
-            if resolved_objects.get(k) and unsettled and _device_scope_pending(facts):
-                second[k] = facts
-            results.append((device, access))
-
-        if second:
-            # Second round trip, only when a device object's own membership can still change an answer.
-            more = await self._send(
-                [
-                    self._check_groups(Sub.DEVICE.id(k, i), f"/devices/{resolved_objects[k]}", chunk)
-                    for k in second
-                    for i, chunk in enumerate(_chunks(scope_groups))
-                ]
-            )
-            for rid, answer in more.items():
-                _, k = Sub.parse(rid)
-                device_groups[k].update(self._ok(answer, "checkMemberGroups", allow_404=True).get("value", []))
-            for k, facts in second.items():
-                facts.device_scope_groups = frozenset(device_groups[k])
-                results[k] = (results[k][0], Access(can_read(facts), decide(facts)))
-        return results
+            facts = self._facts(catalog, requester, device, frozenset(device_groups[k]))
+            accesses[k] = Access(can_read(facts), decide(facts))
+            if resolved.get(k):
+                candidates[k] = facts
+            results.append((device, None))
+        await self._device_round(accesses, candidates, resolved, scope_groups)
+        return [(device, accesses.get(k, access)) for k, (device, access) in enumerate(results)]
 
     def _remember_object(self, device: Device, answer: dict[str, Any]) -> str | None:
         """The Entra object id behind ``azureADDeviceId`` (immutable, so cached; bounded)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from bot import messages as m
 from cards import verbs
-from cards.deprovision import when
+from cards.deprovision import MAX_REFRESH_USERS, when
 from cards.elements import (
     CardAction,
     Element,
@@ -61,6 +61,9 @@ class BulkView:
     #: Per device once the request runs: (name, serial, action state).
     results: Sequence[tuple[str, str, str]] = field(default_factory=tuple)
     note: str | None = None
+    #: Peer mode: the eligible approvers among the conversation's members (they get their view by refresh).
+    approver_mris: Sequence[str] = ()
+    approval_channel: bool = False
 
     @property
     def ready(self) -> list[dict[str, Any]]:
@@ -121,9 +124,12 @@ def _collapse(lines: list[Element], keep: int) -> tuple[list[Element], list[Elem
 def _refresh(view: BulkView) -> Refresh | None:
     if not view.is_group or view.state not in ("requested", "awaiting_approval", "running"):
         return None
+    users = [view.requester_mri] if view.requester_mri else []
+    if view.state == "awaiting_approval":
+        users += [u for u in view.approver_mris if u and u != view.requester_mri]
     return {
         "action": execute("Refresh", verbs.REFRESH, {"batchId": view.batch_id}),
-        "userIds": [view.requester_mri] if view.requester_mri else [],
+        "userIds": users[:MAX_REFRESH_USERS],
     }
 
 
@@ -197,6 +203,7 @@ def _open_actions(
         body.append(text(m.bulk_awaiting(view.requester_name)))
         body.append(text(m.card_approval_expires(when(view.expires_at)), subtle=True))
         if viewer == "requester":
+            body.append(text(m.bulk_how_to_get_approval(view.is_group, view.approval_channel)))
             return [execute(m.CARD_BUTTON_WITHDRAW, verbs.BULK_CANCEL, data, inputs="none")]
         if viewer == "approver":
             body.append(text_input(verbs.COMMENT_INPUT, m.CARD_REJECT_COMMENT_LABEL))

@@ -4,6 +4,7 @@
 Graph → the card updated in place::
 
     commands    chat text → lookups, least disclosure, the confirmation / "which device?" cards
+    lookup      exact lookup + role check, one Graph round trip in the common case (single devices and lists)
     info        status, history, pending
     bulk        ``deprovision`` + a list: batched lookup, classes, one summary card, confirm once (bulk_approve:
                 the two-person rule for a list; bulk_run: write-ahead rows sent once each within Intune's budget;

@@ -19,6 +19,14 @@ log = logging.getLogger("bot.workflow")
 MAX_MENTIONED_APPROVERS = 59  # refresh.userIds holds 60 users, the requester is one of them
 
 
+def channel_reference(reference: dict[str, Any], channel: str, tenant_id: str) -> dict[str, Any]:
+    """A conversation reference for a proactive post in the approval channel (``APPROVAL_CHANNEL_ID``)."""
+    ref = {**reference}
+    ref["conversation"] = {"id": channel, "conversationType": "channel", "isGroup": True, "tenantId": tenant_id}
+    ref.pop("activityId", None)
+    return ref
+
+
 class Approvals:
     def __init__(self, deps: Deps, views: Views, submission: Submission) -> None:
         self.deps = deps
@@ -60,14 +68,7 @@ class Approvals:
             action = await deps.store.get(action.id) or action
             channel = deps.settings.approval_channel_id
             if channel and deps.notifier is not None:
-                ref = {**action.reference}
-                ref["conversation"] = {
-                    "id": channel,
-                    "conversationType": "channel",
-                    "isGroup": True,
-                    "tenantId": action.tenant_id,
-                }
-                ref.pop("activityId", None)
+                ref = channel_reference(action.reference, channel, action.tenant_id)
                 card = await self.views.render(action, Viewer.OTHER, approval_card=True)
                 activity_id = await deps.notifier.send(ref, card=card)
                 await deps.store.set_approval_message(action.id, ref, activity_id)

@@ -21,13 +21,14 @@ from typing import Any
 
 from bot import messages as m
 from bot.batches import AWAITING_APPROVAL, CANCELLED, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
-from bot.devices import BatchLookup, Device, clean_query
+from bot.devices import Device, clean_query
 from bot.errors import InvalidInput
 from bot.flow.base import ACTION_ID_RE, Conversation, Deps, InvokeAnswer, Reply, Requester, Viewer, base_conversation
 from bot.flow.bulk_approve import BulkApprovals
 from bot.flow.bulk_classify import Item, audit_request, classify
 from bot.flow.bulk_run import Runner
 from bot.flow.bulk_views import BulkViews
+from bot.flow.lookup import Finder
 from bot.flow.submission import Submission
 from bot.flow.views import Views
 from bot.store import QUEUED, Action
@@ -43,7 +44,7 @@ class Bulk:
         self.batches = BatchStore(deps.store)
         self.cards = BulkViews(deps, views, self.batches)
         self.runner = Runner(deps, submission, self.cards, self.batches)
-        self.lookup = BatchLookup(deps.graph)
+        self.finder = Finder(deps)
 
     # -- the request --------------------------------------------------------------------------------------
 
@@ -62,8 +63,8 @@ class Bulk:
             except InvalidInput as exc:
                 return Reply(text=m.bulk_entry_invalid(number, entry, exc.problem))
             queries.setdefault(query.casefold(), query)
-        found = await self.lookup.find_many(list(queries.values()))
-        items = await classify(self.deps, self.batches, who, found)
+        found = await self.finder.find(who, list(queries.values()))
+        items = await classify(self.batches, found)
         if quiet and all(i["class"] in ("not_found", "incomplete") for i in items):
             return None
         now = self.deps.clock()
@@ -102,7 +103,10 @@ class Bulk:
         if batch is None or batch.tenant_id != who.tenant_id:
             return InvokeAnswer(card=message_card(m.CARD_TITLE_EXPIRED, [m.card_unknown_request()]))
         mine = who.aad_id == batch.requester_id
-        here = base_conversation(conv.id) == base_conversation(batch.conversation_id)
+        here = base_conversation(conv.id) == base_conversation(batch.conversation_id) or (
+            bool(batch.approval_activity_id)
+            and base_conversation(conv.id) == base_conversation(self.deps.settings.approval_channel_id or "")
+        )
         if not (mine or here or (batch.state == AWAITING_APPROVAL and await self._may_approve(who, batch))):
             return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
         batch = await self._expire_if_due(batch)
@@ -172,6 +176,7 @@ class Bulk:
                         approval="peer",
                     )
             await self.cards.update(batch.id)
+            self.deps.spawn(BulkApprovals(self).announce(waiting))
             return InvokeAnswer(card=await self.cards.render(waiting, Viewer.REQUESTER))
         started = await self.start(batch, items, reason=reason)
         if started is None:

@@ -2,8 +2,8 @@
 
 Only devices the requester may read (graph-intune.md §16) get a class other than *not found*: a device that exists but
 is not readable is indistinguishable from one that does not exist — same class, same text, no OS, no state, no
-denial. The role checks of all devices go in one :meth:`~bot.rbac.RbacChecker.access_many` pass ($batch, ≤ 20 per
-request, side by side) and the in-flight check in one query.
+denial. The role checks come with the lookup (:mod:`bot.flow.lookup`: the requester's facts ride in its first
+``$batch``) and the in-flight check is one query.
 """
 
 from __future__ import annotations
@@ -12,38 +12,33 @@ from typing import Any
 
 from bot import messages as m
 from bot.batches import BatchStore
-from bot.devices import Device, LookupResult
+from bot.devices import Device
 from bot.flow.base import Conversation, Deps, Requester
+from bot.flow.lookup import Found
 from bot.rbac import Access
 from bot.store import Action
 
 Item = dict[str, Any]
 
 
-async def classify(deps: Deps, batches: BatchStore, who: Requester, results: list[LookupResult]) -> list[Item]:
+async def classify(batches: BatchStore, found: Found) -> list[Item]:
     """One item per entry; every device fact shown only for devices the requester may read."""
-    devices: dict[str, Device] = {}
-    for result in results:
-        for device in [result.device] if result.device else result.candidates:
-            devices.setdefault(device.id, device)
-    accesses: dict[str, Access] = {}
-    if devices:
-        found_access = await deps.rbac.access_many(who.aad_id, list(devices.values()))
-        accesses = dict(zip(devices, found_access, strict=True))
-    readable = [i for i, a in accesses.items() if a.readable and devices[i].is_chromeos]
+    devices = {d.id: d for result in found.results for d in ([result.device] if result.device else result.candidates)}
+    readable = [i for i, a in found.access.items() if a.readable and devices[i].is_chromeos]
     busy = await batches.inflight_for_devices(readable)
     items: list[Item] = []
     seen: dict[str, str] = {}
-    for result in results:
-        found = [d for d in ([result.device] if result.device else result.candidates) if accesses[d.id].readable]
+    for result in found.results:
+        mine = found.readable(result)
         item: Item = {"entry": result.query, "class": "not_found"}
         if result.incomplete:
             item["class"] = "incomplete"
-        elif len(found) > 1:
-            item.update({"class": "ambiguous", "detail": m.bulk_ambiguous([d.serial for d in found], len(found))})
-        elif found:
-            item.update(_one(found[0], accesses[found[0].id], busy, seen))
-            seen.setdefault(found[0].id, result.query)
+        elif len(mine) > 1:
+            item.update({"class": "ambiguous", "detail": m.bulk_ambiguous([d.serial for d, _ in mine], len(mine))})
+        elif mine:
+            device, access = mine[0]
+            item.update(_one(device, access, busy, seen))
+            seen.setdefault(device.id, result.query)
         items.append(item)
     return items
 

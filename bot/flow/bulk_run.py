@@ -76,6 +76,7 @@ class Runner:
         limit, window = deps.settings.bulk_write_budget
         self.budget = WriteBudget(limit, window)
         self._sent = 0  # devices sent by this process (names the crash tests' checkpoints)
+        submission.batch_row_settled = self.settled
 
     def start(self, batch_id: str) -> None:
         self.deps.spawn(self.run(batch_id))
@@ -147,13 +148,33 @@ class Runner:
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")
 
+    def settled(self, batch_id: str) -> None:
+        """The sweep settled a device of the batch that a crashed instance left *submitting*."""
+        self.deps.spawn(self.finish_if_idle(batch_id))
+
+    async def finish_if_idle(self, batch_id: str) -> None:
+        """Finish the batch now if no device is left to send — none *queued* or *submitting*, none *failed* and
+        waiting to be offered to Graph again after a throttle — instead of when its (dead) runner's lease runs out.
+
+        Safe beside a live runner: it only ever sends rows it claims from *queued* or retryable *failed*, and the
+        batch's move to *finished* is a compare-and-set, so only one of them finishes it (and tells the requester).
+        """
+        if await self.batches.rows(batch_id, QUEUED, SUBMITTING):
+            return
+        if any(row.retryable for row in await self.batches.rows(batch_id, FAILED)):
+            return
+        await self._close(batch_id)
+
     async def _finish(self, batch_id: str) -> None:
         """Every device sent (or cancelled): the batch is finished, its card final, the requester told."""
-        batch = await self.batches.get(batch_id)
-        if batch is None or batch.finished_at is not None:
-            return
         if await self.batches.rows(batch_id, QUEUED, SUBMITTING):
             await self.batches.renew(batch_id, self.deps.clock())  # a crashed runner's row: the sweep resumes
+            return
+        await self._close(batch_id)
+
+    async def _close(self, batch_id: str) -> None:
+        batch = await self.batches.get(batch_id)
+        if batch is None or batch.finished_at is not None:
             return
         now = self.deps.clock()
         if batch.state == RUNNING:

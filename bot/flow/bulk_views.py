@@ -27,7 +27,10 @@ class BulkViews:
         self._scheduled: set[str] = set()
         views.batch_changed = self.changed
 
-    async def render(self, batch: Batch, viewer: Viewer, *, note: str | None = None) -> dict[str, Any]:
+    async def render(
+        self, batch: Batch, viewer: Viewer, *, note: str | None = None, approval_card: bool = False
+    ) -> dict[str, Any]:
+        """The card of ``batch`` for ``viewer``; ``approval_card``: the approval channel's copy (a shared card)."""
         results: list[tuple[str, str, str]] = []
         if batch.state not in ("requested", AWAITING_APPROVAL, "expired"):
             results = [(r.device_name, r.device_serial, r.state) for r in await self.batches.rows(batch.id)]
@@ -41,25 +44,32 @@ class BulkViews:
             preset_reason=batch.preset_reason,
             expires_at=batch.expires_at,
             updated_at=batch.updated_at,
-            is_group=batch.is_group,
+            is_group=batch.is_group or approval_card,
             approval_mode=self.deps.settings.approval_mode == "peer" or bool(batch.approver_id),
             approver_name=batch.approver_name,
             comment=batch.comment,
             reasons=tuple(self.deps.settings.reason_map),
             results=results,
             note=note,
+            approver_mris=batch.approvers,
+            approval_channel=bool(self.deps.settings.approval_channel_id),
         )
         return bulk_card(view, viewer.value)
 
     async def update(self, batch_id: str) -> None:
-        """PUT the batch's card as it stands now (the shared view in group chats)."""
+        """PUT the batch's card as it stands now (the shared view in group chats), and its approval channel copy."""
         notifier = self.deps.notifier
         batch = await self.batches.get(batch_id)
-        if notifier is None or batch is None or not batch.card_activity_id:
+        if notifier is None or batch is None:
             return
         self._last[batch_id] = asyncio.get_running_loop().time()
-        viewer = Viewer.OTHER if batch.is_group else Viewer.REQUESTER
-        await notifier.update(batch.reference, batch.card_activity_id, await self.render(batch, viewer))
+        if batch.card_activity_id:
+            viewer = Viewer.OTHER if batch.is_group else Viewer.REQUESTER
+            await notifier.update(batch.reference, batch.card_activity_id, await self.render(batch, viewer))
+        approval = batch.approval_reference
+        if approval and batch.approval_activity_id:
+            card = await self.render(batch, Viewer.OTHER, approval_card=True)
+            await notifier.update(approval, batch.approval_activity_id, card)
 
     def changed(self, batch_id: str) -> None:
         """Something in the batch changed: one update within ``BULK_UPDATE_INTERVAL``, however many changes."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot import commands as cmd
 from bot import messages as m
-from bot.devices import Device
+from bot.devices import Device, clean_query
 from bot.errors import GraphError, InvalidInput, RbacUnavailable
 from bot.flow.base import (
     ACTION_ID_RE,
@@ -66,6 +66,7 @@ class Commands:
         self.views = views
         self.bulk = bulk
         self.info = Info(deps, self, bulk.batches)
+        self.finder = bulk.finder
 
     async def on_message(self, who: Requester, conv: Conversation, text: str | None) -> Reply:
         command = cmd.parse(text)
@@ -133,17 +134,15 @@ class Commands:
         """The devices matching ``target`` exactly that the requester could see in Intune (least disclosure).
 
         Not found and not readable get the same answer; so does a requester who may read no device at all (the
-        lookup runs, but nothing of its result reaches them).
+        lookup runs, but nothing of its result reaches them). One Graph round trip for the lookup and the role check
+        together in the common case (:mod:`bot.flow.lookup`).
         """
-        result = await self.deps.devices.find(target)
-        candidates = [result.device] if result.device is not None else list(result.candidates)
-        readable: Found = []
-        if candidates:
-            accesses = await self.deps.rbac.access_many(who.aad_id, candidates)
-            readable = [(d, a) for d, a in zip(candidates, accesses, strict=True) if a.readable]
+        found = await self.finder.find(who, [clean_query(target)], follow_pages=True)
+        result = found.results[0]
+        readable = found.readable(result)
         if readable:
             return readable
-        if result.incomplete and not candidates:
+        if result.incomplete and result.device is None and not result.candidates:
             return Reply(text=m.lookup_incomplete(result.query))
         if suggest:
             # Computed the same way whether an unreadable exact match exists or nothing does (least disclosure).

@@ -30,6 +30,8 @@ class Submission:
         self.deps = deps
         self.views = views
         self.tracking = Tracking(deps, views)
+        #: A device of a bulk request was settled by the sweep (a crashed instance's row): its batch may be done.
+        self.batch_row_settled: Callable[[str], None] | None = None
 
     def first_check(self) -> float:
         """When Intune's own record of a write is read first (see :mod:`bot.flow.tracking`)."""
@@ -199,6 +201,8 @@ class Submission:
             result = await self.reconcile(action)
             if result is not None:
                 counts["reconciled" if result.state == SUBMITTED else "unknown"] += 1
+                if result.batch_id and self.batch_row_settled is not None:
+                    self.batch_row_settled(result.batch_id)
         for action in await store.unnotified():
             await self.views.update_shared(action)
             await self.views.notify_unknown(action)

@@ -396,16 +396,16 @@ async def test_invoke_response_is_a_plain_200_with_a_card(bot: BotUnderTest) -> 
     assert TENANT
 
 
-async def test_a_warm_flow_costs_four_graph_round_trips(bot: BotUnderTest, sim: Simulator) -> None:
+async def test_a_warm_flow_costs_three_graph_round_trips(bot: BotUnderTest, sim: Simulator) -> None:
     card, _ = await request_card(bot, target=OTHER_SERIAL)  # warms the role catalogue
     await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id_of(card), "reason": "retiring_device"})
     before = len(sim.round_trips())
     card, _ = await request_card(bot)
     await bot.click(ALEX, "deprovision.confirm", {"actionId": action_id_of(card), "reason": "retiring_device"})
     trips = sim.round_trips()[before:]
-    # lookup (serial filter) · role check ($batch) · confirm: device re-read + role re-check ($batch) · deprovision
+    # lookup (serial filter) + the requester's facts ($batch) · confirm: device re-read + role re-check ($batch) ·
+    # deprovision
     assert [(c.method, c.path.rsplit("/", 1)[-1]) for c in trips] == [
-        ("GET", "managedDevices"),
         ("POST", "$batch"),
         ("POST", "$batch"),
         ("POST", "deprovision"),

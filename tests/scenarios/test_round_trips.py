@@ -22,16 +22,17 @@ from tests.harness import ADELE, ALEX, ISAIAH, BotUnderTest, User, action_id_of,
 #: Graph round trips per flow (warm role catalogue, a device new to the bot).
 EXPECTED: dict[str, int] = {
     # deprovision <device> → confirmation card, by the requester's kind of role assignment
-    "message, tenant-wide role": 2,
-    "message, tag-scoped role": 2,
-    # … a scope group: a second $batch for the device's (or its primary user's) group memberships
+    # one $batch: the exact lookup + the requester's memberships and Entra roles (role catalogue cached)
+    "message, tenant-wide role": 1,
+    "message, tag-scoped role": 1,
+    # … a device scope group: the device's Entra object id (cached after), then its group memberships
     "message, scope-group role": 3,
     # the requester's Confirm click: fresh device + role re-check ($batch), then the deprovision POST
     "confirm": 2,
-    # lookup + role check ($batch), then Intune's record: device details and its audit events, side by side
-    "status": 4,
-    # lookup + role check ($batch)
-    "history of a device": 2,
+    # lookup + requester facts ($batch), then Intune's record: device details and its audit events, side by side
+    "status": 3,
+    # lookup + requester facts ($batch)
+    "history of a device": 1,
     # may the requester read devices at all, then which of their requests' devices they can still read
     "history of my requests": 2,
     "pending, one request I may approve": 1,

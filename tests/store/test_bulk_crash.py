@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bot.audit import AuditLog, load_audit_key
-from bot.batches import Batch, BatchStore
+from bot.batches import RUNNING, Batch, BatchStore
 from bot.store import QUEUED, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
 from cards import verbs
 from simulator import Simulator
+from tests.conftest import BotFactory
 from tests.harness import ALEX, CARD, Connector, activity, env_for
-from tests.scenarios.test_bulk import CART, add_cart
+from tests.scenarios.test_bulk import CART, add_cart, bulk_card
 from tests.store.processes import BotProcess, bot_processes, new_process
 from tests.store.test_crash import FAST, LEASE
 
@@ -156,9 +158,47 @@ async def test_two_instances_on_postgres_send_each_device_once(
             for row in rows:
                 expected = 1 if row.state == SUBMITTED else counts[row.device_id]
                 assert counts[row.device_id] == expected <= 1, (row.device_name, row.state)
-            # The last rows may be settled by B's reconciliation after B resumed the batch: the batch is finished
-            # by the next sweep (SWEEP_INTERVAL), not necessarily by the time the rows are.
+            # The last rows may be settled by B's reconciliation after B resumed the batch: that sweep then finishes
+            # the batch (Runner.finish_if_idle), a moment after the rows.
             batch = await batch_when(batches, batch_id, "finished", 10)
             assert batch.finished_at is not None
         finally:
             await store.close()
+
+
+async def test_a_row_settled_by_the_sweep_finishes_its_batch_without_waiting_for_the_lease(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
+    """A crashed instance left one device *submitting* and still holds the batch's lease: the sweep reconciles the
+    device (never re-sent) and, nothing being left to send, finishes the batch there and then. A batch with a device
+    still *queued* waits for its lease to run out (the runner that resumes it sends that device)."""
+    bot = await make_bot()
+    bulk = bot.running.workflow.bulk
+    store = bot.running.store
+    now = time.time()
+
+    async def crashed_run(names: list[str], queued_left: bool) -> str:
+        _card, batch_id, _ = bulk_card(await bot.say(ALEX, "deprovision " + ", ".join(names)))
+        batch = await bulk.batches.get(batch_id)
+        assert batch is not None
+        rows = [bulk._row(batch, item, REASON, now, None) for item in batch.items if item["class"] == "ready"]
+        started = await bulk.batches.start(batch, RUNNING, rows, reason=REASON)  # no runner: it "crashed"
+        await bulk.batches.renew(batch_id, now + 3600)  # ... holding the batch's lease
+        first, second, third = started.rows
+        sent = await store.transition(first, SUBMITTING, now=now, lease_until=now + 3600)
+        assert sent is not None and await store.transition(sent, SUBMITTED) is not None
+        assert await store.transition(second, SUBMITTING, now=now, lease_until=now - 1) is not None  # stale
+        if not queued_left:
+            assert await store.transition(third, "cancelled") is not None  # cancelled before it was claimed
+        return batch_id
+
+    waiting = await crashed_run(CART[:3], queued_left=True)
+    done = await crashed_run(CART[3:6], queued_left=False)
+    counts = await bot.running.workflow.sweep()
+    assert counts["unknown"] == 2  # both stale rows: Intune has no record of them, they are never re-sent
+    finished = await batch_when(bulk.batches, done, "finished", 10)
+    assert finished.finished_at is not None and finished.lease_until is None
+    await connector.wait_for(lambda c: [s for s in c.sent() if "finished" in s.text.lower()])
+    still = await bulk.batches.get(waiting)
+    assert still is not None and still.state == RUNNING and still.lease_until == now + 3600
+    assert not sim.deprovision_posts()

@@ -1,0 +1,147 @@
+"""Peer approval of a bulk request over HTTP, as for one device (tests/scenarios/test_approval.py): the requester's
+waiting card says who can approve and how; eligible approvers among the conversation's members (not the requester,
+a role covering at least one device of the list) are @mentioned and get the approver view through refresh.userIds;
+``APPROVAL_CHANNEL_ID`` gets a proactive card that can be approved from there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import messages as m
+from simulator import Simulator
+from tests.conftest import BotFactory
+from tests.harness import (
+    ADELE,
+    ALEX,
+    ISAIAH,
+    LYNNE,
+    MEGAN,
+    PATTI,
+    BotUnderTest,
+    Connector,
+    card_of,
+    card_text,
+    verbs_in,
+)
+from tests.scenarios.test_bulk import REASON, bulk_card, wait_rows
+
+APPROVAL_CHANNEL = "19:approvals@thread.tacv2"
+# Northside (Adele's tag) and one Riverside loaner (Isaiah's scope group): each of them covers part of the list.
+LISTED = ["NHS-CART7-01", "NHS-CART7-02", "NHS-CART7-03", "RMS-LOANER-01"]
+
+
+async def confirmed(bot: BotUnderTest, conversation_type: str = "groupChat") -> tuple[str, str, dict[str, Any]]:
+    """Alex asks for the list and confirms it: (batch id, the shared card's message id, the requester's card)."""
+    replies = await bot.say(ALEX, "deprovision " + ", ".join(LISTED), conversation_type=conversation_type)
+    _card, batch_id, message_id = bulk_card(replies)
+    waiting = await bot.click(
+        ALEX, "bulk.confirm", {"batchId": batch_id, "reason": REASON}, conversation_type=conversation_type
+    )
+    return batch_id, message_id, card_of(waiting)
+
+
+async def test_eligible_approvers_are_mentioned_and_get_buttons_through_refresh(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
+    bot = await make_bot(APPROVAL_MODE="peer")
+    batch_id, message_id, waiting = await confirmed(bot)
+    assert m.BULK_TITLE_WAITING in card_text(waiting) and not sim.deprovision_posts()
+    assert "eligible members of this chat see Approve" in card_text(waiting)
+    assert verbs_in(waiting) == ["bulk.cancel"]  # the requester may withdraw
+
+    def refreshed(c: Connector) -> list[str] | None:
+        for update in c.updates(message_id):
+            users = (update.cards[0].get("refresh") or {}).get("userIds", [])
+            if PATTI.mri in users:
+                return list(users)
+        return None
+
+    users = await connector.wait_for(refreshed)
+    # The requester, and everyone whose role covers at least one device: Adele (the Northside tag), Isaiah (the
+    # loaner's scope group), Patti (Entra Intune Administrator) — not Megan (read only) nor Lynne (no role).
+    assert set(users) == {ALEX.mri, ADELE.mri, ISAIAH.mri, PATTI.mri}
+
+    notice = await connector.wait_for(lambda c: [s for s in c.sent() if s.body.get("entities")])
+    body = notice[-1].body
+    mentioned = {e["mentioned"]["name"] for e in body["entities"] if e.get("type") == "mention"}
+    assert mentioned == {"Adele Vance", "Isaiah Langer", "Patti Fernandez"}
+    for name in mentioned:
+        assert f"<at>{name}</at>" in body["text"]
+    assert "Alex Wilber" in body["text"] and "4 devices" in body["text"]
+
+    view = card_of(
+        await bot.click(
+            ISAIAH, "deprovision.refresh", {"batchId": batch_id}, conversation_type="groupChat", trigger="automatic"
+        )
+    )
+    assert verbs_in(view) == ["bulk.approve", "bulk.reject"]
+    for bystander in (LYNNE, MEGAN):
+        seen = card_of(
+            await bot.click(bystander, "deprovision.refresh", {"batchId": batch_id}, conversation_type="groupChat")
+        )
+        assert not verbs_in(seen)
+        refused = card_of(
+            await bot.click(
+                bystander, "bulk.reject", {"batchId": batch_id, "comment": "no"}, conversation_type="groupChat"
+            )
+        )
+        assert m.card_not_eligible_bulk() in card_text(refused)
+
+    # Isaiah approves: only the device his role covers is sent; the rest is left out, visibly.
+    approved = card_of(await bot.click(ISAIAH, "bulk.approve", {"batchId": batch_id}, conversation_type="groupChat"))
+    assert "Isaiah Langer" in card_text(approved)
+    rows = await wait_rows(bot, batch_id, lambda rows: rows and all(r.state == "submitted" for r in rows))
+    assert [r.device_name for r in rows] == ["RMS-LOANER-01"]
+    assert len(sim.deprovision_posts()) == 1
+
+
+async def test_the_approval_channel_gets_a_card_that_approves(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
+    bot = await make_bot(APPROVAL_MODE="peer", APPROVAL_CHANNEL_ID=APPROVAL_CHANNEL)
+    batch_id, _, waiting = await confirmed(bot, conversation_type="personal")
+    assert "posted in the approvals channel" in card_text(waiting)
+    posted = await connector.wait_for(lambda c: c.sent(APPROVAL_CHANNEL))
+    channel_card = posted[-1].cards[0]
+    assert m.BULK_TITLE_WAITING in card_text(channel_card) and "NHS-CART7-01" in card_text(channel_card)
+    assert not verbs_in(channel_card)  # the shared copy; approvers get their view by refresh or pending
+    approval_message = posted[-1].activity_id
+    done = card_of(
+        await bot.click(
+            ADELE,
+            "bulk.approve",
+            {"batchId": batch_id},
+            conversation_type="channel",
+            conversation_id=APPROVAL_CHANNEL,
+            reply_to=approval_message,
+        )
+    )
+    assert "Adele Vance" in card_text(done)
+    rows = await wait_rows(bot, batch_id, lambda rows: len(rows) == 3 and all(r.state == "submitted" for r in rows))
+    assert sorted(r.device_name for r in rows) == LISTED[:3]
+    # The channel's copy follows the run in place.
+    await connector.wait_for(
+        lambda c: [u for u in c.updates(approval_message) if m.BULK_TITLE_WAITING not in card_text(u.cards[0])]
+    )
+    # Someone in the channel may look at the card after it ran (it was posted there).
+    seen = card_of(
+        await bot.click(
+            LYNNE,
+            "deprovision.refresh",
+            {"batchId": batch_id},
+            conversation_type="channel",
+            conversation_id=APPROVAL_CHANNEL,
+        )
+    )
+    assert not verbs_in(seen) and m.card_not_available() not in card_text(seen)
+
+
+async def test_in_a_one_to_one_chat_without_a_channel_the_requester_is_told_plainly(
+    make_bot: BotFactory, connector: Connector
+) -> None:
+    bot = await make_bot(APPROVAL_MODE="peer")
+    before = len(connector.sent())
+    _, _, waiting = await confirmed(bot, conversation_type="personal")
+    text = card_text(waiting)
+    assert "No approvals channel is set" in text and "**pending**" in text
+    assert not [s for s in connector.sent()[before:] if s.body.get("entities")]  # nobody to mention in a 1:1 chat
