@@ -46,7 +46,7 @@ class Seen:
 class RawServer:
     """A TLS server on loopback; ``behaviour`` decides what happens after it has read a whole request."""
 
-    behaviour: str  # "close", "reset", "hang", "gzip"
+    behaviour: str  # "close", "reset", "hang", "gzip", "idle-close"
     ca_file: str
     port: int = 0
     requests: list[Seen] = field(default_factory=list)
@@ -61,6 +61,12 @@ class RawServer:
                 headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in lines if ":" in h)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append(Seen(line.split(" ")[1], headers, body))
+                if self.behaviour == "idle-close":  # answer, then close the idle keep-alive connection
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.close()
+                    return
                 if self.behaviour == "gzip":
                     payload = gzip.compress(json.dumps({"id": "x", "name": "Ünïcode"}).encode())
                     writer.write(
@@ -202,6 +208,21 @@ async def test_reads_lost_after_sending_are_retried_as_before(graph_at: GraphAt,
     assert caught.value.code == "TransportError"
     assert len(server.requests) == 4  # max_attempts; aiohttp's own silent retry of idempotent requests adds none
     assert graph.stats.calls == 4
+
+
+async def test_a_keep_alive_connection_closed_while_idle_is_not_reused(graph_at: GraphAt, tmp_path: Path) -> None:
+    async with raw_server("idle-close", tmp_path) as server:
+        graph = graph_at(server)
+        first = await graph.deprovision(
+            "27ab6835-99f8-5907-ac4d-64c0365f0d40", "retiring_device", client_request_id="a"
+        )
+        await asyncio.sleep(0.3)  # the server has closed the idle connection meanwhile
+        second = await graph.deprovision(
+            "02611379-4a85-55c4-b925-43bd8d4d90ca", "retiring_device", client_request_id="b"
+        )
+    assert (first.status, second.status) == (204, 204)
+    assert [r.headers["client-request-id"] for r in server.requests] == ["a", "b"]
+    assert len(server.writers) == 2  # a new connection for the second POST, not a failed write on the dead one
 
 
 # -- never connected: retried, even for the write ---------------------------------------------------------
