@@ -14,7 +14,8 @@ A call goes through small stages, the way httpx itself is built::
   deprovision POST) is retried only when Graph certainly did not process it, otherwise
   :class:`~bot.errors.OutcomeUnknown` — never re-sent blindly.
 * One log line per round trip; no tokens, no query values beyond a capped, sanitised path.
-* The transport is built in exactly one place, :meth:`GraphClient.build_http`.
+* The transport is built in exactly one place, :meth:`GraphClient.build_http`: httpx over aiohttp
+  (:mod:`bot.graph_transport`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import httpx
 from bot.errors import GraphError
 from bot.graph_auth import BearerAuth, MsalTokenSource, TokenSource
 from bot.graph_policy import Failure, RetryBudget, classify, parse_retry_after, transport_failure
+from bot.graph_transport import AiohttpTransport
 from bot.logs import safe
 from bot.settings import Settings
 
@@ -112,12 +114,13 @@ class GraphClient:
 
     @staticmethod
     def build_http(settings: Settings) -> httpx.AsyncClient:
+        """httpx's API over aiohttp's connection pool (:mod:`bot.graph_transport`: same timeouts, TLS and errors)."""
         timeout = httpx.Timeout(connect=5.0, read=settings.graph_timeout, write=10.0, pool=5.0)
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=60)
         return httpx.AsyncClient(
             base_url=settings.graph_base_url,
             timeout=timeout,
-            verify=ssl_context(settings.ca_file),
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=60),
+            transport=AiohttpTransport(verify=ssl_context(settings.ca_file), limits=limits),
             headers={"Accept": "application/json", "User-Agent": "chromeos-deprovision-bot/0.1"},
             trust_env=False,
         )

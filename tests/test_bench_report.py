@@ -68,3 +68,15 @@ def test_the_reading_is_hand_written_and_points_at_the_tables() -> None:
     report = (BENCH / "REPORT.md").read_text(encoding="utf-8")
     assert "Written by hand" in report and "(RESULTS.md)" in report
     assert not [line for line in report.splitlines() if line.startswith("|")]  # the tables live in RESULTS.md
+
+
+def test_the_client_table_shows_the_bots_graph_transport_when_measured(results: dict[str, Any]) -> None:
+    cell = {"cpu_ms_per_request": 0.3, "wall_ms_per_request": 0.4}
+    clients = {
+        "requests": 300,
+        "repeats": 3,
+        **{f"{v}_c{c}": cell for v in ("httpx", "httpx_aiohttp", "aiohttp") for c in (1, 10)},
+    }
+    rendered = render({**results, "http_clients": clients})
+    assert "httpx over aiohttp (the bot's Graph client)" in rendered and "median of 3 repeats" in rendered
+    assert "| httpx_aiohttp | 10 | 0.30 | 0.40 |" in rendered
