@@ -19,12 +19,17 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bot.logs import configure_logging
 from bot.settings import AuditSettings, Settings, SettingsError, load_audit_settings, load_settings
 from bot.tls import apply_ca_bundles
+
+if TYPE_CHECKING:
+    from bot.audit import Head
+    from bot.store import Store
 
 log = logging.getLogger("bot")
 
@@ -71,10 +76,15 @@ def serve(settings: Settings, *, checkpoint: Callable[[str], None] | None = None
     )
 
 
+def _fail(name: str, problem: object) -> int:
+    """One line on stderr; exit code 2 (cannot be read or cannot go on)."""
+    print(f"{name}: {problem}", file=sys.stderr)
+    return 2
+
+
 async def audit_command(settings: AuditSettings, args: argparse.Namespace) -> int:
     """``audit verify|head|export``: exit 0 when fine, 1 when the trail is tampered, 2 when it cannot be read."""
-    from bot.audit import AuditKeyMissing, AuditLog, Head, load_audit_key, parse_head, sqlite_path
-    from bot.migrations import head_revision
+    from bot.audit import AuditLog, parse_head, sqlite_path
     from bot.store import Store
 
     name = f"audit {args.audit_command}"
@@ -82,67 +92,70 @@ async def audit_command(settings: AuditSettings, args: argparse.Namespace) -> in
     try:
         heads = [parse_head(text) for text in getattr(args, "head", None) or []]
     except ValueError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(name, exc)
     url = settings.database_url
     path = sqlite_path(url)
     if url.startswith("sqlite") and (path is None or not path.is_file()):
         # Opening a SQLite URL creates the file: a trail that does not exist must not read as an empty, valid one.
-        print(f"{name}: no database at {path or url} — check DATABASE_URL", file=sys.stderr)
-        return 2
+        return _fail(name, f"no database at {path or url} — check DATABASE_URL")
     store = await Store.open(url, migrate=False)
     try:
-        try:
-            revision = await store.current_revision()
-        except Exception as exc:
-            print(
-                f"{name}: cannot open the database ({type(exc).__name__}: {exc}) — check DATABASE_URL", file=sys.stderr
-            )
-            return 2
-        if revision is None:
-            print(f"{name}: the database has no audit trail (never migrated) — check DATABASE_URL", file=sys.stderr)
-            return 2
-        if revision != head_revision():
-            print(
-                f"{name}: the database is at revision {revision}, this version needs {head_revision()} — "
-                "run `python app.py migrate`",
-                file=sys.stderr,
-            )
-            return 2
+        problem = await _revision_problem(store)
+        if problem:
+            return _fail(name, problem)
         if args.audit_command == "head":
             print(await AuditLog(store).head())
             return 0
         if args.audit_command == "verify":
-            if settings.app_env == "production" and not settings.audit_key:
-                print(f"{name}: AUDIT_KEY: required when APP_ENV=production", file=sys.stderr)
-                return 2
-            try:
-                key = await asyncio.to_thread(load_audit_key, settings.audit_key, url, create=False)
-            except AuditKeyMissing as exc:
-                print(f"{name}: {exc}", file=sys.stderr)
-                return 2
-            result = await AuditLog(store, key).check(heads)
-            shown = 50
-            for problem in result.problems[:shown]:
-                print(problem)
-            if len(result.problems) > shown:
-                print(f"… and {len(result.problems) - shown} more problem(s)")
-            summary = f"{result.count} entries checked, head {result.head}"
-            if result.unkeyed:
-                summary += f" (the first {result.unkeyed} written before AUDIT_KEY existed)"
-            if result.ok:
-                print(f"audit trail OK: {summary}")
-                return 0
-            print(f"audit trail TAMPERED: {len(result.problems)} problem(s); {summary}")
-            return 1
+            return await _audit_verify(settings, store, heads, name)
         try:
             sys.stdout.write(await AuditLog(store).export(args.format, args.since))
         except ValueError as exc:
-            print(f"{name}: {exc}", file=sys.stderr)
-            return 2
+            return _fail(name, exc)
         return 0
     finally:
         await store.close()
+
+
+async def _revision_problem(store: Store) -> str | None:
+    """Why the database cannot be read as this version's audit trail, if it cannot."""
+    from bot.migrations import head_revision
+
+    try:
+        revision = await store.current_revision()
+    except Exception as exc:
+        return f"cannot open the database ({type(exc).__name__}: {exc}) — check DATABASE_URL"
+    if revision is None:
+        return "the database has no audit trail (never migrated) — check DATABASE_URL"
+    if revision != head_revision():
+        return f"the database is at revision {revision}, this version needs {head_revision()} — run `python app.py migrate`"
+    return None
+
+
+async def _audit_verify(settings: AuditSettings, store: Store, heads: list[Head], name: str) -> int:
+    """Recompute the keyed chain: print the problems (at most 50) and a summary; 0 when intact, 1 when tampered."""
+    from bot.audit import AuditKeyMissing, AuditLog, load_audit_key
+
+    if settings.app_env == "production" and not settings.audit_key:
+        return _fail(name, "AUDIT_KEY: required when APP_ENV=production")
+    try:
+        key = await asyncio.to_thread(load_audit_key, settings.audit_key, settings.database_url, create=False)
+    except AuditKeyMissing as exc:
+        return _fail(name, exc)
+    result = await AuditLog(store, key).check(heads)
+    shown = 50
+    for problem in result.problems[:shown]:
+        print(problem)
+    if len(result.problems) > shown:
+        print(f"… and {len(result.problems) - shown} more problem(s)")
+    summary = f"{result.count} entries checked, head {result.head}"
+    if result.unkeyed:
+        summary += f" (the first {result.unkeyed} written before AUDIT_KEY existed)"
+    if result.ok:
+        print(f"audit trail OK: {summary}")
+        return 0
+    print(f"audit trail TAMPERED: {len(result.problems)} problem(s); {summary}")
+    return 1
 
 
 async def actions_command(settings: AuditSettings, args: argparse.Namespace) -> int:

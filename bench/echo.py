@@ -58,6 +58,30 @@ def build(pooled: bool) -> web.Application:
     agent = AgentApplication[TurnState](
         storage=storage, authorization=authorization, start_typing_timer=False, **config
     )
+    _register_echo(agent)
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        response = await start_agent_process(request, agent, adapter)
+        return response if response is not None else web.Response(status=202)
+
+    app = web.Application(middlewares=[jwt_authorization_middleware])
+    app.router.add_post("/api/messages", messages)
+    app.router.add_get("/healthz", _healthz)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app["agent_configuration"] = connection_manager.get_default_connection_configuration()
+
+    if factory is not None:
+
+        async def close_factory(_app: web.Application) -> None:
+            await factory.aclose()
+
+        app.on_cleanup.append(close_factory)
+    return app
+
+
+def _register_echo(agent: AgentApplication[TurnState]) -> None:
+    """The echo routes: a message gets one reply; a card action one card update and a small card in the answer."""
 
     @agent.activity("message")
     async def on_message(context: TurnContext, _state: TurnState) -> None:
@@ -86,27 +110,9 @@ def build(pooled: bool) -> web.Application:
     async def on_error(context: TurnContext, error: Exception) -> None:
         logging.getLogger("bench.echo").error("turn failed: %s", error)
 
-    async def messages(request: web.Request) -> web.StreamResponse:
-        response = await start_agent_process(request, agent, adapter)
-        return response if response is not None else web.Response(status=202)
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "pid": os.getpid()})
-
-    app = web.Application(middlewares=[jwt_authorization_middleware])
-    app.router.add_post("/api/messages", messages)
-    app.router.add_get("/healthz", healthz)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        app["agent_configuration"] = connection_manager.get_default_connection_configuration()
-
-    if factory is not None:
-
-        async def close_factory(_app: web.Application) -> None:
-            await factory.aclose()
-
-        app.on_cleanup.append(close_factory)
-    return app
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 def main() -> None:

@@ -111,34 +111,60 @@ def _ratio(results: dict[str, Any], bot: str, turn: str, floor: str = "echo") ->
     return round(statistics.median(ratios), 2) if ratios else None
 
 
-def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    targets: list[dict[str, Any]] = []
+_Target = dict[str, Any]
 
-    def add(name: str, value: Any, goal: str, ok: bool | None, note: str = "") -> None:
-        targets.append({"target": name, "value": value, "goal": goal, "pass": ok, "note": note})
 
+def _target(name: str, value: Any, goal: str, ok: bool | None, note: str = "") -> _Target:
+    return {"target": name, "value": value, "goal": goal, "pass": ok, "note": note}
+
+
+def _targets(results: dict[str, Any]) -> list[_Target]:
+    """The targets table's rows; a measurement missing from ``results`` leaves its row out (or its value empty)."""
+    rows = [
+        *_throughput_targets(results),
+        _warm_calls_target(results),
+        _token_target(results),
+        _lag_target(results),
+        _memory_target(results),
+        _startup_target(results),
+    ]
+    return [row for row in rows if row is not None]
+
+
+def _throughput_targets(results: dict[str, Any]) -> list[_Target]:
+    rows = []
     for turn in ("message", "confirm"):
         ratio = _ratio(results, "bot", turn)
-        add(
-            f"{turn}-turn throughput vs echo floor (c=10, 0 ms Graph)",
-            ratio,
-            f"≥ {TARGET_RATIO}×",
-            None if ratio is None else ratio >= TARGET_RATIO,
-            "successful turns/s ÷ the stock echo bot's turns/s in the cell right after it, per repeat; median over repeats",
+        rows.append(
+            _target(
+                f"{turn}-turn throughput vs echo floor (c=10, 0 ms Graph)",
+                ratio,
+                f"≥ {TARGET_RATIO}×",
+                None if ratio is None else ratio >= TARGET_RATIO,
+                "successful turns/s ÷ the stock echo bot's turns/s in the cell right after it, per repeat; "
+                "median over repeats",
+            )
         )
+    return rows
+
+
+def _warm_calls_target(results: dict[str, Any]) -> _Target:
     warm = [f["round_trips"] for f in (results.get("flows") or {}).get("warm", [])]
     warm_calls = max(warm) if warm else None
-    add(
+    return _target(
         "Graph calls per warm flow (lookup → card → confirm → deprovision)",
         warm_calls,
         f"≤ {TARGET_WARM_CALLS}",
         None if warm_calls is None else warm_calls <= TARGET_WARM_CALLS,
         "top-level HTTP round trips to Graph ($batch counts once)",
     )
+
+
+def _token_target(results: dict[str, Any]) -> _Target:
     tokens = results.get("tokens") or {}
     interval = tokens.get("refresh_interval_s")
     per_hour = round(3600 / interval, 2) if interval else None
-    add(
+    return _target(
         "token requests per process-hour (steady state)",
         per_hour,
         f"≤ {TARGET_TOKENS_PER_HOUR:g}",
@@ -146,45 +172,61 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         f"3600 s ÷ the measured renewal interval ({interval} s for the simulator's 3599 s tokens); "
         f"measured: {tokens.get('token_requests')} request(s) for {tokens.get('flows_completed')} flows",
     )
+
+
+def _lag_target(results: dict[str, Any]) -> _Target | None:
     lags = [
         (r["lag_p99_ms"], r) for r in results.get("summary", []) if r["bot"] == "bot" and r["lag_p99_ms"] is not None
     ]
-    if lags:
-        worst, worst_row = max(lags, key=lambda x: x[0])
-        add(
-            "event-loop lag p99 under load (worst condition)",
-            worst,
-            f"≤ {TARGET_LAG_MS:g} ms",
-            worst <= TARGET_LAG_MS,
-            f"{worst_row['turn']} turns, {worst_row['latency_ms']:g} ms Graph, c={worst_row['concurrency']} "
-            "(median over repeats of each run's p99)",
-        )
-    memory = results.get("memory") or {}
-    if memory:
-        rss = max(memory["rss_after_pending_kb"], memory["rss_after_pending_and_200_turns_kb"]) / MIB
-        add(
-            "RSS after 10,000 pending actions",
-            round(rss, 1),
-            f"≤ {TARGET_RSS_MIB:g} MiB",
-            rss <= TARGET_RSS_MIB,
-            "pending actions inserted through Store.create, then 200 message turns",
-        )
+    if not lags:
+        return None
+    worst, worst_row = max(lags, key=lambda x: x[0])
+    return _target(
+        "event-loop lag p99 under load (worst condition)",
+        worst,
+        f"≤ {TARGET_LAG_MS:g} ms",
+        worst <= TARGET_LAG_MS,
+        f"{worst_row['turn']} turns, {worst_row['latency_ms']:g} ms Graph, c={worst_row['concurrency']} "
+        "(median over repeats of each run's p99)",
+    )
+
+
+def _memory_target(results: dict[str, Any]) -> _Target | None:
+    rss = _peak_rss_mib(results.get("memory") or {})
+    if rss is None:
+        return None
+    return _target(
+        "RSS after 10,000 pending actions",
+        round(rss, 1),
+        f"≤ {TARGET_RSS_MIB:g} MiB",
+        rss <= TARGET_RSS_MIB,
+        "pending actions inserted through Store.create, then 200 message turns",
+    )
+
+
+def _peak_rss_mib(memory: dict[str, Any]) -> float | None:
+    """The higher RSS of the memory measurement (after 10,000 pending actions, then after 200 turns more)."""
+    if not memory:
+        return None
+    return max(memory["rss_after_pending_kb"], memory["rss_after_pending_and_200_turns_kb"]) / MIB
+
+
+def _startup_target(results: dict[str, Any]) -> _Target | None:
     startup = results.get("startup") or {}
-    if startup:
-        add(
-            "start-up until /readyz is 200 (python app.py)",
-            startup["median_s"],
-            f"≤ {TARGET_READY_S:g} s",
-            startup["median_s"] <= TARGET_READY_S,
-            f"median of {len(startup['runs_s'])}; fresh SQLite (migrations) and the first Graph token"
-            + (
-                f"; the baseline commit's `app.py`, alternating with it in the same minutes: "
-                f"{startup['baseline_median_s']:.2f} s"
-                if startup.get("baseline_median_s")
-                else ""
-            ),
-        )
-    return targets
+    if not startup:
+        return None
+    baseline = (
+        f"; the baseline commit's `app.py`, alternating with it in the same minutes: {startup['baseline_median_s']:.2f} s"
+        if startup.get("baseline_median_s")
+        else ""
+    )
+    return _target(
+        "start-up until /readyz is 200 (python app.py)",
+        startup["median_s"],
+        f"≤ {TARGET_READY_S:g} s",
+        startup["median_s"] <= TARGET_READY_S,
+        f"median of {len(startup['runs_s'])}; fresh SQLite (migrations) and the first Graph token" + baseline,
+    )
 
 
 # -- the baseline (before the fixes) ---------------------------------------------------------------------
@@ -385,73 +427,94 @@ def _render_before_after(results: dict[str, Any], w: Write) -> None:
     base = _base(results)
     if not base:
         return
-    summary = results.get("summary", [])
-    bsummary = base.get("summary", [])
     w(f"## Before (`{base['commit']}`) → now\n")
     w("| Measure | Before | Now | Change |")
     w("|---|---|---|---|")
-
-    def line(label: str, before: Any, now: Any, *, lower: bool, digits: int = 1, unit: str = "") -> None:
-        w(
-            f"| {label} | {_f(before, digits)}{unit if before is not None else ''} | {_f(now, digits)}"
-            f"{unit if now is not None else ''} | {_change(before, now, lower_is_better=lower)} |"
-        )
-
     for turn in ("message", "confirm"):
-        now, before = row(results, "bot", turn, 0.0, 10), brow(results, "bot", turn, 0.0, 10)
-        line(f"{turn} turns/s (c=10, 0 ms Graph)", _g(before, "ok_throughput"), _g(now, "ok_throughput"), lower=False)
-        line(f"{turn} p50 ms (c=10, 0 ms)", _g(before, "p50_ms"), _g(now, "p50_ms"), lower=True)
-        line(f"{turn} p99 ms (c=10, 0 ms)", _g(before, "p99_ms"), _g(now, "p99_ms"), lower=True)
-        now50, before50 = row(results, "bot", turn, 0.0, 50), brow(results, "bot", turn, 0.0, 50)
-        line(f"{turn} p99 ms (c=50, 0 ms)", _g(before50, "p99_ms"), _g(now50, "p99_ms"), lower=True)
-        line(f"bot CPU ms per {turn} turn (c=10, 0 ms)", _cpu(before), _cpu(now), lower=True)
-        target = f"{turn}-turn throughput vs echo floor (c=10, 0 ms Graph)"
-        bt, nt = _btarget(results, target), next((t for t in results.get("targets", []) if t["target"] == target), None)
-        line(f"{turn} ÷ stock echo floor (paired)", _g(bt, "value"), _g(nt, "value"), lower=False, digits=2)
+        _before_after_turn(results, turn, w)
+    _before_after_graph(results, base, w)
+    _before_after_health(results, base, w)
+    w("")
+
+
+def _ba_line(w: Write, label: str, before: Any, now: Any, *, lower: bool, digits: int = 1, unit: str = "") -> None:
+    """One row of the before → now table; ``lower``: a smaller number is better."""
+    w(
+        f"| {label} | {_f(before, digits)}{unit if before is not None else ''} | {_f(now, digits)}"
+        f"{unit if now is not None else ''} | {_change(before, now, lower_is_better=lower)} |"
+    )
+
+
+def _before_after_turn(results: dict[str, Any], turn: str, w: Write) -> None:
+    now, before = row(results, "bot", turn, 0.0, 10), brow(results, "bot", turn, 0.0, 10)
+    _ba_line(
+        w, f"{turn} turns/s (c=10, 0 ms Graph)", _g(before, "ok_throughput"), _g(now, "ok_throughput"), lower=False
+    )
+    _ba_line(w, f"{turn} p50 ms (c=10, 0 ms)", _g(before, "p50_ms"), _g(now, "p50_ms"), lower=True)
+    _ba_line(w, f"{turn} p99 ms (c=10, 0 ms)", _g(before, "p99_ms"), _g(now, "p99_ms"), lower=True)
+    now50, before50 = row(results, "bot", turn, 0.0, 50), brow(results, "bot", turn, 0.0, 50)
+    _ba_line(w, f"{turn} p99 ms (c=50, 0 ms)", _g(before50, "p99_ms"), _g(now50, "p99_ms"), lower=True)
+    _ba_line(w, f"bot CPU ms per {turn} turn (c=10, 0 ms)", _cpu(before), _cpu(now), lower=True)
+    target = f"{turn}-turn throughput vs echo floor (c=10, 0 ms Graph)"
+    bt, nt = _btarget(results, target), next((t for t in results.get("targets", []) if t["target"] == target), None)
+    _ba_line(w, f"{turn} ÷ stock echo floor (paired)", _g(bt, "value"), _g(nt, "value"), lower=False, digits=2)
+
+
+def _before_after_graph(results: dict[str, Any], base: dict[str, Any], w: Write) -> None:
+    """The machine's own floor, then latency and round trips at a realistic Graph."""
     echo_now, echo_before = row(results, "echo", "message", None, 10), brow(results, "echo", "message", None, 10)
-    line(
+    _ba_line(
+        w,
         "stock echo floor, message turns/s (c=10) — how the machine itself moved",
         _g(echo_before, "throughput"),
         _g(echo_now, "throughput"),
         lower=False,
     )
     c1_now, c1_before = row(results, "bot", "confirm", 50.0, 1), brow(results, "bot", "confirm", 50.0, 1)
-    line("confirm p50 ms at 50 ms Graph, c=1", _g(c1_before, "p50_ms"), _g(c1_now, "p50_ms"), lower=True)
+    _ba_line(w, "confirm p50 ms at 50 ms Graph, c=1", _g(c1_before, "p50_ms"), _g(c1_now, "p50_ms"), lower=True)
     flows, bflows = results.get("flows") or {}, base.get("flows") or {}
     warm_now = max((f["round_trips"] for f in flows.get("warm", [])), default=None)
-    line("Graph round trips per warm flow", max(bflows.get("warm") or [0]) or None, warm_now, lower=True, digits=0)
+    warm_before = max(bflows.get("warm") or [0]) or None
+    _ba_line(w, "Graph round trips per warm flow", warm_before, warm_now, lower=True, digits=0)
     conf_rt = (row(results, "bot", "confirm", 0.0, 10) or {}).get("graph_round_trips_per_turn")
     bconf_rt = (brow(results, "bot", "confirm", 0.0, 10) or {}).get("graph_round_trips_per_turn")
-    line("Graph round trips per confirm turn", bconf_rt, conf_rt, lower=True, digits=2)
-    line("event-loop lag p99, worst cell (ms)", _worst_lag(bsummary), _worst_lag(summary), lower=True)
-    line("longest GC pause, any cell (ms)", _worst_gc(bsummary), _worst_gc(summary), lower=True)
-    line("gen-2 collections per 1,000 turns", _gen2_per_1000(bsummary), _gen2_per_1000(summary), lower=True, digits=2)
+    _ba_line(w, "Graph round trips per confirm turn", bconf_rt, conf_rt, lower=True, digits=2)
+
+
+def _before_after_health(results: dict[str, Any], base: dict[str, Any], w: Write) -> None:
+    """Event-loop lag, GC, errors, warnings, memory and start-up."""
+    summary, bsummary = results.get("summary", []), base.get("summary", [])
+    _ba_line(w, "event-loop lag p99, worst cell (ms)", _worst_lag(bsummary), _worst_lag(summary), lower=True)
+    _ba_line(w, "longest GC pause, any cell (ms)", _worst_gc(bsummary), _worst_gc(summary), lower=True)
+    gen2_before, gen2_now = _gen2_per_1000(bsummary), _gen2_per_1000(summary)
+    _ba_line(w, "gen-2 collections per 1,000 turns", gen2_before, gen2_now, lower=True, digits=2)
     be, bn = _errors(bsummary)
     ne, nn = _errors(summary)
     w(f"| failed turns in the bot's matrix | {be}/{bn} | {ne}/{nn} | |")
-    line(
+    _ba_line(
+        w,
         'SDK "App ID is not provided" warnings in the load-tested bot\'s log',
         base.get("sdk_warnings_logged"),
         results.get("sdk_warnings_logged"),
         lower=True,
         digits=0,
     )
-    bmem, mem = base.get("memory") or {}, results.get("memory") or {}
-
-    def peak(x: dict[str, Any]) -> float | None:
-        if not x:
-            return None
-        return round(max(x["rss_after_pending_kb"], x["rss_after_pending_and_200_turns_kb"]) / MIB, 1)
-
-    line("RSS after 10,000 pending actions + 200 turns (MiB)", peak(bmem), peak(mem), lower=True)
-    line(
+    peak_before, peak_now = _peak_rss_mib(base.get("memory") or {}), _peak_rss_mib(results.get("memory") or {})
+    _ba_line(
+        w,
+        "RSS after 10,000 pending actions + 200 turns (MiB)",
+        None if peak_before is None else round(peak_before, 1),
+        None if peak_now is None else round(peak_now, 1),
+        lower=True,
+    )
+    _ba_line(
+        w,
         "start-up to `/readyz` (s, median)",
         (base.get("startup") or {}).get("median_s"),
         (results.get("startup") or {}).get("median_s"),
         lower=True,
         digits=2,
     )
-    w("")
 
 
 def _render_ab(results: dict[str, Any], w: Write) -> None:

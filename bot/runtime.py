@@ -197,8 +197,24 @@ def _valid_activity(body: dict[str, Any]) -> bool:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
+    """``POST /api/messages``: body limits, the channel token, activity shape, ``serviceUrl`` and tenant, then a turn."""
     services = request.config_dict[SERVICES].get()
-    settings = services.settings
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    # Authenticate before anything else looks at the activity.
+    identity = await _authenticate(request, services, body)
+    if isinstance(identity, web.Response):
+        return identity
+    refused = _refuse_activity(request, services.settings, body) or _refuse_tenant(services.settings, body, identity)
+    if refused is not None:
+        return refused
+    request["claims_identity"] = identity  # where the SDK's adapter reads it (as its own JWT middleware does)
+    return await _run_turn(request, services, body)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The activity as a JSON object, or the 400 answer."""
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -208,19 +224,27 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if json_depth_exceeds(body):
         log.warning("activity refused: JSON nested too deeply")
         return web.json_response({"error": "activity nested too deeply"}, status=400)
-    # Authenticate before anything else looks at the activity.
-    identity: ClaimsIdentity
-    if settings.anonymous:
+    return body
+
+
+async def _authenticate(
+    request: web.Request, services: Services, body: dict[str, Any]
+) -> ClaimsIdentity | web.Response:
+    """The channel token's identity (none in anonymous mode, where a bearer token is refused), or the 401 answer."""
+    if services.settings.anonymous:
         if request.headers.get("Authorization"):
             log.warning("inbound token refused", extra={"reason": "bearer token sent to a bot in anonymous mode"})
             return web.json_response({"error": "unauthorized"}, status=401)
-        identity = ClaimsIdentity({}, None)
-    else:
-        try:
-            identity = await services.inbound.validate(request.headers.get("Authorization"), body)
-        except AuthError as exc:
-            log.warning("inbound token refused", extra={"reason": exc.reason})
-            return web.json_response({"error": "unauthorized"}, status=401)
+        return ClaimsIdentity({}, None)
+    try:
+        return await services.inbound.validate(request.headers.get("Authorization"), body)
+    except AuthError as exc:
+        log.warning("inbound token refused", extra={"reason": exc.reason})
+        return web.json_response({"error": "unauthorized"}, status=401)
+
+
+def _refuse_activity(request: web.Request, settings: Settings, body: dict[str, Any]) -> web.Response | None:
+    """A malformed activity (400) or one naming a ``serviceUrl`` off the allow-list (403); else notes its summary."""
     if not _valid_activity(body):
         log.warning("malformed activity refused")
         return web.json_response({"error": "malformed activity"}, status=400)
@@ -234,6 +258,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "invoke": safe(body.get("name", ""), 60) or None,
         "conversation_type": safe((body.get("conversation") or {}).get("conversationType", ""), 20) or None,
     }
+    return None
+
+
+def _refuse_tenant(settings: Settings, body: dict[str, Any], identity: ClaimsIdentity) -> web.Response | None:
+    """403 unless every tenant the activity and its token name is ours, and at least one is named."""
     tenants = activity_tenants(body)
     token_tenant = identity.claims.get("tid")
     if token_tenant is not None:
@@ -246,7 +275,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
             extra={"tenant": safe(wrong[0] if wrong else "", 64)},
         )
         return web.json_response({"error": "tenant not allowed"}, status=403)
-    request["claims_identity"] = identity  # where the SDK's adapter reads it (as its own JWT middleware does)
+    return None
+
+
+async def _run_turn(request: web.Request, services: Services, body: dict[str, Any]) -> web.StreamResponse:
+    """Hand the activity to the SDK, within ``MAX_CONCURRENT_TURNS`` for messages and invokes."""
     if body.get("type") not in CAPPED:
         return _answer(await start_agent_process(request, services.agent, services.adapter))
     async with services.turns.slot() as admitted:

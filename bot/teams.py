@@ -224,85 +224,101 @@ async def close_clients(adapter: CloudAdapter) -> None:
 
 def register_routes(app: AgentApplication[TurnState], workflow: Workflow) -> None:
     """One catch-all message route, one invoke route for card actions, welcome on install."""
-    welcomed: set[str] = set()  # Teams sends both conversationUpdate and installationUpdate on install
-
-    async def welcome_once(context: TurnContext) -> None:
-        key = str(context.activity.conversation.id if context.activity.conversation else "")
-        if key in welcomed:
-            return
-        if len(welcomed) > 10_000:
-            welcomed.clear()
-        welcomed.add(key)
-        await context.send_activity(m.welcome())
+    welcome = _Welcome()
 
     @app.conversation_update("membersAdded")
     async def on_members_added(context: TurnContext, _state: TurnState) -> None:
-        bot_id = context.activity.recipient.id if context.activity.recipient else None
-        added = context.activity.members_added or []
-        # Welcome once: in a personal chat when the user arrives, elsewhere when the bot itself is added.
-        if any(member.id == bot_id for member in added) or (
-            (context.activity.conversation.conversation_type or "personal") == "personal"
-            and any(member.id != bot_id for member in added)
-        ):
-            await welcome_once(context)
+        if _welcome_due(context.activity):
+            await welcome.once(context)
 
     @app.activity(ActivityTypes.installation_update)
     async def on_install(context: TurnContext, _state: TurnState) -> None:
         if str(context.activity.action or "").startswith("add"):
-            await welcome_once(context)
+            await welcome.once(context)
 
     @app.message(rank=RouteRank.LAST)
     async def on_message(context: TurnContext, _state: TurnState) -> None:
-        activity = context.activity
-        conv = conversation_of(activity)
-        if conv.type == "channel" and not mentions_bot(activity):
-            return  # in channels the bot answers only when @mentioned
-        if not activity.text and isinstance(activity.value, dict):
-            await _on_submit(context, workflow, conv)
-            return
-        reply = await workflow.on_message(requester_of(activity), conv, activity.text)
-        outgoing = Activity(type=ActivityTypes.message, text=reply.text if reply.card is None else None)
-        if reply.card is not None:
-            outgoing.attachments = [card_attachment(reply.card)]
-            if reply.text:
-                await context.send_activity(reply.text)
-        response = await context.send_activity(outgoing)
-        if reply.action_id or reply.selection_id or reply.batch_id:
-            await workflow.card_sent(reply, response.id if response else None)
+        await _on_message(context, workflow)
 
     @app.invoke(_INVOKE_NAME)
     async def on_card_action(context: TurnContext, _state: TurnState) -> None:
-        activity = context.activity
-        value = activity.value if isinstance(activity.value, dict) else {}
-        raw_action = value.get("action")
-        action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
-        raw_data = action.get("data")
-        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
-        verb = str(action.get("verb") or "")
-        if verb not in verbs.ALL:
-            answer = InvokeAnswer(error=(400, "BadRequest", m.card_unknown_request()))
-        else:
-            answer = await workflow.on_invoke(requester_of(activity), conversation_of(activity), verb, data)
-        body = invoke_response(answer).model_dump(mode="json", by_alias=True, exclude_none=True)
-        await context.send_activity(
-            Activity(type=ActivityTypes.invoke_response, value=InvokeResponse(status=200, body=body))
-        )
+        await _on_card_action(context, workflow)
 
     @app.error
     async def on_error(context: TurnContext, error: Exception) -> None:
         log.error("turn failed", exc_info=error)
         if context.activity.type == ActivityTypes.invoke:
-            body = invoke_response(InvokeAnswer(error=(500, "InternalError", m.internal_error())))
-            await context.send_activity(
-                Activity(
-                    type=ActivityTypes.invoke_response,
-                    value=InvokeResponse(
-                        status=200, body=body.model_dump(mode="json", by_alias=True, exclude_none=True)
-                    ),
-                )
-            )
+            await _send_invoke_answer(context, InvokeAnswer(error=(500, "InternalError", m.internal_error())))
         else:
             await context.send_activity(m.internal_error())
+
+
+class _Welcome:
+    """Welcome a conversation once: Teams sends both conversationUpdate and installationUpdate on install."""
+
+    def __init__(self) -> None:
+        self._welcomed: set[str] = set()
+
+    async def once(self, context: TurnContext) -> None:
+        key = str(context.activity.conversation.id if context.activity.conversation else "")
+        if key in self._welcomed:
+            return
+        if len(self._welcomed) > 10_000:
+            self._welcomed.clear()
+        self._welcomed.add(key)
+        await context.send_activity(m.welcome())
+
+
+def _welcome_due(activity: Activity) -> bool:
+    """Welcome in a personal chat when the user arrives, elsewhere when the bot itself is added."""
+    bot_id = activity.recipient.id if activity.recipient else None
+    added = activity.members_added or []
+    return any(member.id == bot_id for member in added) or (
+        (activity.conversation.conversation_type or "personal") == "personal"
+        and any(member.id != bot_id for member in added)
+    )
+
+
+async def _on_message(context: TurnContext, workflow: Workflow) -> None:
+    activity = context.activity
+    conv = conversation_of(activity)
+    if conv.type == "channel" and not mentions_bot(activity):
+        return  # in channels the bot answers only when @mentioned
+    if not activity.text and isinstance(activity.value, dict):
+        await _on_submit(context, workflow, conv)
+        return
+    reply = await workflow.on_message(requester_of(activity), conv, activity.text)
+    outgoing = Activity(type=ActivityTypes.message, text=reply.text if reply.card is None else None)
+    if reply.card is not None:
+        outgoing.attachments = [card_attachment(reply.card)]
+        if reply.text:
+            await context.send_activity(reply.text)
+    response = await context.send_activity(outgoing)
+    if reply.action_id or reply.selection_id or reply.batch_id:
+        await workflow.card_sent(reply, response.id if response else None)
+
+
+async def _on_card_action(context: TurnContext, workflow: Workflow) -> None:
+    activity = context.activity
+    value = activity.value if isinstance(activity.value, dict) else {}
+    raw_action = value.get("action")
+    action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
+    raw_data = action.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+    verb = str(action.get("verb") or "")
+    if verb not in verbs.ALL:
+        answer = InvokeAnswer(error=(400, "BadRequest", m.card_unknown_request()))
+    else:
+        answer = await workflow.on_invoke(requester_of(activity), conversation_of(activity), verb, data)
+    await _send_invoke_answer(context, answer)
+
+
+async def _send_invoke_answer(context: TurnContext, answer: InvokeAnswer) -> None:
+    """The invoke response (HTTP 200; the answer's own status rides in its body, as Teams expects)."""
+    body = invoke_response(answer).model_dump(mode="json", by_alias=True, exclude_none=True)
+    await context.send_activity(
+        Activity(type=ActivityTypes.invoke_response, value=InvokeResponse(status=200, body=body))
+    )
 
 
 async def _on_submit(context: TurnContext, workflow: Workflow, conv: Conversation) -> None:

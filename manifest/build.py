@@ -418,7 +418,7 @@ def placeholder_problems(options: PackageOptions) -> list[str]:
     return found
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m manifest", description="Teams app package for the bot")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="write dist/device-deprovision-<version>.zip")
@@ -441,37 +441,34 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         help=f"build even with the placeholder bot id {PLACEHOLDER_GUID} or an example domain (a test package)",
     )
     sub.add_parser("icons", help="redraw manifest/color.png and manifest/outline.png")
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.command == "icons":
-        for path in write_icons():
-            print(f"wrote {path}")
-        return 0
 
-    env = dict(environ) if environ is not None else _environment()
-    bot_id = args.bot_id or default_bot_id(env) or PLACEHOLDER_GUID
-    domain = args.domain or (env.get(DOMAIN_ENV) or "").strip() or PLACEHOLDER_DOMAIN
-    options = PackageOptions(
-        bot_id=bot_id,
+def _options(args: argparse.Namespace, env: Mapping[str, str]) -> PackageOptions:
+    """The package's options from the flags, then the environment, then the placeholders."""
+    return PackageOptions(
+        bot_id=args.bot_id or default_bot_id(env) or PLACEHOLDER_GUID,
         version=args.version or project_version(),
-        domain=domain,
+        domain=args.domain or (env.get(DOMAIN_ENV) or "").strip() or PLACEHOLDER_DOMAIN,
         app_id=args.app_id,
         developer_name=args.developer_name,
         website_url=args.website_url,
         privacy_url=args.privacy_url,
         terms_url=args.terms_url,
     )
-    placeholders = placeholder_problems(options)
-    if placeholders and not args.allow_placeholders:
-        print("The app package was not written:", file=sys.stderr)
-        for problem in options.problems() + placeholders:
-            print(f"  {problem}", file=sys.stderr)
-        print(
-            "  (Teams would never reach your bot; --allow-placeholders builds a test package anyway)", file=sys.stderr
-        )
-        return 2
-    for problem in placeholders:
-        print(f"WARNING: {problem}. Teams will not reach your bot with this package.", file=sys.stderr)
+
+
+def _not_written(problems: Sequence[str], *, hint: str = "") -> int:
+    print("The app package was not written:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    if hint:
+        print(f"  ({hint})", file=sys.stderr)
+    return 2
+
+
+def _warn_defaulted_pages(args: argparse.Namespace, domain: str) -> None:
+    """The privacy and terms pages default to the bot's host, which does not serve them."""
     defaulted = [
         flag
         for flag, value in (
@@ -487,13 +484,27 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             "[privacy|terms], which the bot does not serve — publish your organisation's pages and pass their URLs.",
             file=sys.stderr,
         )
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "icons":
+        for path in write_icons():
+            print(f"wrote {path}")
+        return 0
+
+    options = _options(args, dict(environ) if environ is not None else _environment())
+    placeholders = placeholder_problems(options)
+    if placeholders and not args.allow_placeholders:
+        hint = "Teams would never reach your bot; --allow-placeholders builds a test package anyway"
+        return _not_written(options.problems() + placeholders, hint=hint)
+    for problem in placeholders:
+        print(f"WARNING: {problem}. Teams will not reach your bot with this package.", file=sys.stderr)
+    _warn_defaulted_pages(args, options.domain)
     try:
         target = build_package(options, Path(args.out))
     except ManifestError as exc:
-        print("The app package was not written:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return _not_written(exc.problems)
     values = options.values()
     print(f"wrote {target} (app id {values['APP_ID']}, bot id {values['BOT_ID']}, version {options.version})")
     return 0
