@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import os
@@ -28,12 +29,13 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from bench import teams
 from bench.procs import Child, Http, free_port, wait_http
+from bench.run import TICK, cpu_ticks, machine
 from bot.settings import BY_NAME
 from simulator.demo import demo_environment
 
@@ -90,8 +92,10 @@ def bulk_confirm(service_url: str, conversation_id: str, batch_id: str, reply_to
 
 
 class BulkBench:
-    def __init__(self, logs: Path) -> None:
+    def __init__(self, logs: Path, concurrency: int | None = None) -> None:
         self.logs = logs
+        #: BULK_CONCURRENCY for the bots (``None``: the setting's default)
+        self.concurrency = concurrency
         self.children: list[Child] = []
         self.sim_env: dict[str, str] = {}
         self.sim_url = ""
@@ -114,7 +118,9 @@ class BulkBench:
         if len(self.devices) < devices_needed:
             raise RuntimeError(f"the simulator has {len(self.devices)} ChromeOS devices, {devices_needed} needed")
         port = free_port()
-        connector = Child("bulk-connector", [sys.executable, "-m", "bench.connector", "--port", str(port)], env, self.logs)
+        connector = Child(
+            "bulk-connector", [sys.executable, "-m", "bench.connector", "--port", str(port)], env, self.logs
+        )
         self.children.append(connector)
         self.connector_url = str(cast(dict[str, Any], await connector.start(announce=True))["url"])
         self.http = await Http(self.sim_env["SSL_CERT_FILE"]).__aenter__()
@@ -128,9 +134,17 @@ class BulkBench:
     async def start_bot(self, cell: Cell) -> tuple[Child, str]:
         port = free_port()
         db = Path(tempfile.mkdtemp(prefix=f"bulk-{cell.n}-", dir=self.logs)) / "bot.db"
-        extra = {"LOG_LEVEL": "WARNING", "BULK_MAX": str(max(100, cell.n))}
+        # The bot as it ships, but for BULK_MAX: the demo's 10 s completion check and 5 s sweep go back to their
+        # defaults, so the run is measured with the tracking load a real one has.
+        extra = {
+            "LOG_LEVEL": "WARNING",
+            "BULK_MAX": str(max(100, cell.n)),
+            **{name: str(BY_NAME[name].default) for name in ("COMPLETION_FIRST_CHECK", "SWEEP_INTERVAL")},
+        }
         if cell.budget:
             extra["BULK_WRITE_BUDGET"] = cell.budget
+        if self.concurrency:
+            extra["BULK_CONCURRENCY"] = str(self.concurrency)
         env = demo_environment(cast(Any, _SimShim(self.sim_env)), port, f"sqlite:///{db}", **extra)
         env.pop("CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID", None)
         bot = Child(f"bulk-bot-{cell.n}", [sys.executable, "-m", "bench.launcher"], env, self.logs)
@@ -162,6 +176,7 @@ class BulkBench:
             await asyncio.sleep(0.25)
 
     async def cell(self, cell: Cell, devices: list[dict[str, str]], index: int) -> dict[str, Any]:
+        """Message → summary card → confirm → every row settled, on a fresh bot; the figures of one cell."""
         limit, window = cell.write_limit
         await self.h.post(
             self.sim_url + "/_sim/control",
@@ -169,95 +184,127 @@ class BulkBench:
         )
         await self.h.post(self.connector_url + "_reset")
         bot, bot_url = await self.start_bot(cell)
+        o = Observed()
         try:
-            start_rss = (await self.h.get(bot_url + "/bench/stats"))["rss_kb"]
+            o.rss_after_start_kb = (await self.h.get(bot_url + "/bench/stats"))["rss_kb"]
             text = "deprovision\nserial\n" + "\n".join(d["serial"] for d in devices)  # a pasted column, header too
-            before = await self.stats()
-            sent_at = time.time()
+            o.before = await self.stats()
+            o.sent_at = time.time()
             await self.h.post(bot_url + "/api/messages", teams.message(self.connector_url, 80_000 + index, text))
             card = await self.wait_card(60)
-            card_at = time.time()
-            after_lookup = await self.stats()
+            o.card_at = time.time()
+            o.after_lookup = await self.stats()
+            await self.h.get(bot_url + "/bench/stats?reset=1")  # the loop-lag samples from here on
+            pids = {"bot": bot.pid, "simulator": self.children[0].pid}
+            ticks = {name: cpu_ticks(pid) for name, pid in pids.items()}
             confirm = bulk_confirm(self.connector_url, card["conversation_id"], card["batch_id"], card["activity_id"])
-            confirm_at = time.time()
+            o.confirm_at = time.time()
             await self.h.post(bot_url + "/api/messages", confirm)
-            answered_at = time.time()
-            rows = sum((await self.h.get(bot_url + "/bench/stats"))["actions_by_state"].values())
-            floor_guess = throttle_floor(rows, limit, window)
-            states = await self.wait_settled(bot_url, rows, timeout=floor_guess * 2 + 120)
-            end = await self.h.get(bot_url + "/bench/stats")
+            o.answered_at = time.time()
+            o.rows = sum((await self.h.get(bot_url + "/bench/stats"))["actions_by_state"].values())
+            timeout = throttle_floor(o.rows, limit, window) * 2 + 120
+            o.states = await self.wait_settled(bot_url, o.rows, timeout)
+            o.end = await self.h.get(bot_url + "/bench/stats")
+            o.ticks = {name: cpu_ticks(pid) - ticks[name] for name, pid in pids.items()}
         finally:
             await bot.stop()
-        calls = await self.h.get(self.sim_url + f"/_sim/calls?since={after_lookup['calls']}")
-        lookup_rt = after_lookup["round_trips"] - before["round_trips"]
-        lookup_subs = (after_lookup["calls"] - after_lookup["round_trips"]) - (before["calls"] - before["round_trips"])
-        accepted = sorted(
-            (c for c in calls if c["method"] == "POST" and _DEPROVISION.search(c["path"]) and _ok(c["handled_status"])),
-            key=lambda c: c["time"],
-        )
-        per_device: dict[str, int] = {}
-        for c in accepted:
-            key = _DEPROVISION.search(c["path"])["id"].casefold()  # type: ignore[index]
-            per_device[key] = per_device.get(key, 0) + 1
-        wall = accepted[-1]["time"] - confirm_at if accepted else None
-        floor = throttle_floor(len(accepted), limit, window)
-        confirm_rt = sum(
-            1
-            for c in calls
-            if c["batch_id"] is None and c["time"] <= answered_at and not _DEPROVISION.search(c["path"])
-        )
-        throttled = [c for c in calls if c["status"] == 429]
-        result = {
-            "devices": cell.n,
-            "latency_ms": round(cell.latency * 1000),
-            "simulator_write_limit": [limit, window],
-            "bot_write_budget": cell.budget or f"{BY_NAME['BULK_WRITE_BUDGET'].default} (default)",
-            "bulk_concurrency": int(str(BY_NAME["BULK_CONCURRENCY"].default)),
-            "lookup_round_trips": lookup_rt,
-            "lookup_batch_subrequests": lookup_subs,
-            "lookup_target": math.ceil(cell.n / BATCH) + 2,
-            "message_to_card_s": round(card_at - sent_at, 3),
-            "confirm_answer_s": round(answered_at - confirm_at, 3),
-            "confirm_turn_round_trips": confirm_rt,
-            "rows": rows,
-            "accepted_posts": len(accepted),
-            "max_posts_per_device": max(per_device.values(), default=0),
-            "confirm_to_first_post_s": round(accepted[0]["time"] - confirm_at, 3) if accepted else None,
-            "confirm_to_last_post_s": round(wall, 3) if wall is not None else None,
-            "throttle_floor_s": floor,
-            "ratio": round(wall / floor, 3) if wall is not None and floor else None,
-            "throttled_429": len(throttled),
-            "throttled_429_deprovision": sum(1 for c in throttled if _DEPROVISION.search(c["path"])),
-            "first_window_spread_s": _spread(accepted, limit),
-            "rows_by_state": states,
-            "rss_after_start_kb": start_rss,
-            "rss_after_run_kb": end["rss_kb"],
-        }
+        o.calls = await self.h.get(self.sim_url + f"/_sim/calls?since={o.after_lookup['calls']}")
+        result = summarise(cell, self.concurrency, o)
         print(
-            f"  bulk N={cell.n}: lookup {lookup_rt} RT (target ≤ {result['lookup_target']}), "
-            f"confirm→last POST {result['confirm_to_last_post_s']} s, floor {floor:g} s, ratio {result['ratio']}, "
-            f"429s {len(throttled)}, RSS {end['rss_kb'] // 1024} MiB",
+            f"  bulk N={cell.n}: lookup {result['lookup_round_trips']} RT (target ≤ {result['lookup_target']}), "
+            f"confirm→last POST {result['confirm_to_last_post_s']} s, floor {result['throttle_floor_s']:g} s, "
+            f"ratio {result['ratio']}, 429s {result['throttled_429']}, RSS {o.end['rss_kb'] // 1024} MiB",
             flush=True,
         )
         return result
+
+
+@dataclass
+class Observed:
+    """What one cell saw: the simulator's stats and call log, the bot's stats, the client's clock (``time.time``)."""
+
+    before: dict[str, Any] = field(default_factory=dict)
+    after_lookup: dict[str, Any] = field(default_factory=dict)
+    end: dict[str, Any] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    ticks: dict[str, int] = field(default_factory=dict)
+    states: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    rss_after_start_kb: int = 0
+    sent_at: float = 0.0
+    card_at: float = 0.0
+    confirm_at: float = 0.0
+    answered_at: float = 0.0
+
+
+def summarise(cell: Cell, concurrency: int | None, o: Observed) -> dict[str, Any]:
+    limit, window = cell.write_limit
+    before, after = o.before, o.after_lookup
+    accepted = sorted(
+        (c for c in o.calls if _is_post(c) and _ok(c["handled_status"])),
+        key=lambda c: c["time"],
+    )
+    per_device = collections.Counter(c["path"].casefold() for c in accepted)
+    wall = accepted[-1]["time"] - o.confirm_at if accepted else None
+    floor = throttle_floor(len(accepted), limit, window)
+    return {
+        "devices": cell.n,
+        "latency_ms": round(cell.latency * 1000),
+        "simulator_write_limit": [limit, window],
+        "bot_write_budget": cell.budget or f"{BY_NAME['BULK_WRITE_BUDGET'].default} (default)",
+        "bulk_concurrency": concurrency or int(str(BY_NAME["BULK_CONCURRENCY"].default)),
+        "lookup_round_trips": after["round_trips"] - before["round_trips"],
+        "lookup_batch_subrequests": (after["calls"] - after["round_trips"]) - (before["calls"] - before["round_trips"]),
+        "lookup_target": math.ceil(cell.n / BATCH) + 2,
+        "lookup_requests_by_path": {
+            k: v - before["by_path"].get(k, 0)
+            for k, v in sorted(after["by_path"].items())
+            if v - before["by_path"].get(k, 0)
+        },
+        "message_to_card_s": round(o.card_at - o.sent_at, 3),
+        "confirm_answer_s": round(o.answered_at - o.confirm_at, 3),
+        "confirm_turn_round_trips": sum(
+            1 for c in o.calls if c["batch_id"] is None and c["time"] <= o.answered_at and not _is_post(c)
+        ),
+        "rows": o.rows,
+        "accepted_posts": len(accepted),
+        "max_posts_per_device": max(per_device.values(), default=0),
+        "confirm_to_first_post_s": round(accepted[0]["time"] - o.confirm_at, 3) if accepted else None,
+        "confirm_to_last_post_s": round(wall, 3) if wall is not None else None,
+        "throttle_floor_s": floor,
+        "ratio": round(wall / floor, 3) if wall is not None and floor else None,
+        "throttled_429": sum(1 for c in o.calls if c["status"] == 429),
+        "windows_s": _windows(accepted, limit, o.confirm_at),
+        "rows_by_state": o.states,
+        "cpu_ms_per_device": {k: round(v / TICK * 1000 / max(1, o.rows), 2) for k, v in o.ticks.items()},
+        "loop_lag_p99_ms": round(o.end["lag"]["p99_ms"], 1),
+        "loop_lag_max_ms": round(o.end["lag"]["max_ms"], 1),
+        "rss_after_start_kb": o.rss_after_start_kb,
+        "rss_after_run_kb": o.end["rss_kb"],
+    }
+
+
+def _is_post(call: dict[str, Any]) -> bool:
+    return call["method"] == "POST" and _DEPROVISION.search(call["path"]) is not None
 
 
 def _ok(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
 
 
-def _spread(accepted: list[dict[str, Any]], limit: int) -> float | None:
-    """Seconds from the first accepted POST to the ``limit``-th: how long the first window's burst took."""
-    if len(accepted) < limit:
-        return None
-    return round(accepted[limit - 1]["time"] - accepted[0]["time"], 3)
+def _windows(accepted: list[dict[str, Any]], limit: int, since: float) -> list[list[float]]:
+    """Per group of ``limit`` accepted POSTs (the window each fills): seconds from the click to its first and last."""
+    groups = [accepted[i : i + limit] for i in range(0, len(accepted), limit)]
+    return [[round(g[0]["time"] - since, 2), round(g[-1]["time"] - since, 2)] for g in groups]
 
 
-async def run(logs: Path | None = None, *, quick: bool = False) -> dict[str, Any]:
-    """Every cell of this section; ``{"cells": [...]}`` for ``results["bulk"]``."""
+async def run(
+    logs: Path | None = None, *, quick: bool = False, concurrency: int | None = None, only: list[int] | None = None
+) -> dict[str, Any]:
+    """Every cell of this section (or those of ``only`` devices); ``{"cells": [...]}`` for ``results["bulk"]``."""
     logs = logs or Path(tempfile.mkdtemp(prefix="bench-bulk-"))
-    cells = QUICK if quick else CELLS
-    bench = BulkBench(logs)
+    cells = [c for c in (QUICK if quick else CELLS) if not only or c.n in only]
+    bench = BulkBench(logs, concurrency)
     print(f"bulk deprovision: {', '.join(str(c.n) for c in cells)} devices (logs in {logs})", flush=True)
     began = time.perf_counter()
     try:
@@ -270,6 +317,7 @@ async def run(logs: Path | None = None, *, quick: bool = False) -> dict[str, Any
         await bench.close()
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git": machine()["git"],
         "duration_s": round(time.perf_counter() - began, 1),
         "quick": quick,
         "cells": out,
@@ -294,7 +342,8 @@ def render(results: dict[str, Any]) -> str:
     if not cells:
         return ""
     lines = [
-        f"## Bulk deprovision: one pasted column of serials, one confirm ({bulk.get('started', '?')})\n",
+        f"## Bulk deprovision: one pasted column of serials, one confirm (commit `{(bulk.get('git') or {}).get('commit', '?')}`, "
+        f"{bulk.get('started', '?')})\n",
         "| Devices | Graph latency | simulator write limit | bot write budget | lookup round trips | target ⌈N/20⌉+2 | "
         "message → card s | confirm → first POST s | confirm → last accepted POST s | throttle floor ⌈W/B−1⌉·T s | "
         "÷ floor (goal ≤ 1.05) | 429s | accepted POSTs / rows | most POSTs for one device | bot RSS after run |",
@@ -314,17 +363,29 @@ def render(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += [
-        "| Devices | lookup $batch sub-requests | confirm turn round trips | confirm answer s | "
-        "first window: first → B-th accepted POST s | rows by state at the end | bot RSS after start |",
-        "|---|---|---|---|---|---|---|",
+        "| Devices | concurrency | confirm answer s | confirm turn round trips | each window's accepted POSTs, s after the "
+        "click | bot CPU ms per device | simulator CPU ms per device | loop lag p99 / max ms | rows at the end | "
+        "bot RSS after start |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         states = ", ".join(f"{k} {v}" for k, v in sorted(c["rows_by_state"].items()))
+        windows = ", ".join(f"{a:.1f}–{b:.1f}" for a, b in c.get("windows_s") or [])
+        cpu = c.get("cpu_ms_per_device") or {}
         lines.append(
-            f"| {c['devices']:,} | {c['lookup_batch_subrequests']} | {c['confirm_turn_round_trips']} | "
-            f"{_f(c['confirm_answer_s'])} | {_f(c['first_window_spread_s'])} | {states} | "
+            f"| {c['devices']:,} | {c['bulk_concurrency']} | {_f(c['confirm_answer_s'])} | "
+            f"{c['confirm_turn_round_trips']} | {windows} | {_f(cpu.get('bot'), 1)} | {_f(cpu.get('simulator'), 1)} | "
+            f"{_f(c.get('loop_lag_p99_ms'), 1)} / {_f(c.get('loop_lag_max_ms'), 1)} | {states} | "
             f"{c['rss_after_start_kb'] / 1024:.1f} MiB |"
         )
+    lines += [
+        "",
+        "| Devices | lookup phase: requests by path ($batch sub-requests listed too) | count |",
+        "|---|---|---|",
+    ]
+    for c in cells:
+        for path, count in (c.get("lookup_requests_by_path") or {}).items():
+            lines.append(f"| {c['devices']:,} | `{path}` | {count} |")
     return "\n".join(lines) + "\n"
 
 
@@ -344,10 +405,12 @@ def merge(bulk: dict[str, Any], out_dir: Path = BENCH) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="100 devices, then 300 under 100 writes per 5 s")
+    parser.add_argument("--concurrency", type=int, help="BULK_CONCURRENCY for the bots (default: the setting's)")
+    parser.add_argument("--devices", type=int, action="append", help="only the cell of this many devices (repeatable)")
     parser.add_argument("--no-merge", action="store_true", help="print the figures, leave results.json alone")
     parser.add_argument("--out", type=Path, default=BENCH, help="the directory holding results.json / RESULTS.md")
     args = parser.parse_args(argv)
-    bulk = asyncio.run(run(quick=args.quick))
+    bulk = asyncio.run(run(quick=args.quick, concurrency=args.concurrency, only=args.devices))
     if args.no_merge:
         print(json.dumps(bulk, indent=1))
     else:
