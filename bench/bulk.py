@@ -341,9 +341,9 @@ def render(results: dict[str, Any]) -> str:
     cells = bulk.get("cells") or []
     if not cells:
         return ""
+    commit = (bulk.get("git") or {}).get("commit", "?")
     lines = [
-        f"## Bulk deprovision: one pasted column of serials, one confirm (commit `{(bulk.get('git') or {}).get('commit', '?')}`, "
-        f"{bulk.get('started', '?')})\n",
+        f"## Bulk deprovision: one pasted column of serials, one confirm (commit `{commit}`, {bulk.get('started')})\n",
         "| Devices | Graph latency | simulator write limit | bot write budget | lookup round trips | target ⌈N/20⌉+2 | "
         "message → card s | confirm → first POST s | confirm → last accepted POST s | throttle floor ⌈W/B−1⌉·T s | "
         "÷ floor (goal ≤ 1.05) | 429s | accepted POSTs / rows | most POSTs for one device | bot RSS after run |",
@@ -363,9 +363,9 @@ def render(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += [
-        "| Devices | concurrency | confirm answer s | confirm turn round trips | each window's accepted POSTs, s after the "
-        "click | bot CPU ms per device | simulator CPU ms per device | loop lag p99 / max ms | rows at the end | "
-        "bot RSS after start |",
+        "| Devices | concurrency | confirm answer s | confirm turn round trips | "
+        "each window's accepted POSTs, s after the click | bot CPU ms per device | simulator CPU ms per device | "
+        "loop lag p99 / max ms | rows at the end | bot RSS after start |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:

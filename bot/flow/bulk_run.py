@@ -1,14 +1,16 @@
 """Running a confirmed bulk request: each device written ahead (*queued*), claimed, sent once, within Intune's budget.
 
 * **Exactly once.** Each device's row is claimed by compare-and-set (*queued* → *submitting*, with the submit lease
-  and its *confirmed* / *submitted* audit entries in the same transaction, as for one device) before its POST, by whichever runner gets there first — two instances, or a runner resumed after a crash, never send
-  a device twice. A row left in *submitting* by a dead process is reconciled by the sweep like any single request
-  (never re-sent); rows still *queued* are sent by the runner that resumes the batch once its lease has run out.
+  and its *confirmed* / *submitted* audit entries in the same transaction, as for one device) before its POST, by
+  whichever runner gets there first — two instances, or a runner resumed after a crash, never send a device twice. A
+  row left in *submitting* by a dead process is reconciled by the sweep like any single request (never re-sent); rows
+  still *queued* are sent by the runner that resumes the batch once its lease has run out.
 * **Throttling.** Writes go through one :class:`WriteBudget` per process: a sliding window of ``BULK_WRITE_BUDGET``
   (default 200 writes per 20 s, Intune's per-app limit, graph-intune.md §10), each write's window running from its
-  answer, so a run of 1,000 takes about the window's floor and Graph rarely has to say 429. When it does, ``Retry-After`` is honoured (the Graph client waits
-  within ``GRAPH_MAX_RETRY_WAIT``; a device Graph still refuses is tried again after the budget allows). Other
-  instances' writes are not counted here: their 429s are honoured the same way.
+  answer, so a run of 1,000 takes about the window's floor and Graph rarely has to say 429. When it does,
+  ``Retry-After`` is honoured (the Graph client waits within ``GRAPH_MAX_RETRY_WAIT``; a device Graph still refuses is
+  tried again after the budget allows). Other instances' writes are not counted here: their 429s are honoured the
+  same way.
 * **Concurrency.** At most ``BULK_CONCURRENCY`` POSTs in flight per batch.
 * **Ambiguous outcomes** follow the single flow: a timeout or 5xx leaves the device *unknown* and locked, and
   completion tracking settles it from Intune's own record.
