@@ -4,7 +4,8 @@ Same routes as ``tests.harness.Connector`` (send, reply, update, members, create
 stored raw and parsed only when the orchestrator asks. Control routes:
 
 * ``GET /_stats`` → ``{"sends", "updates", "other"}``
-* ``GET /_actions`` → the action ids of the confirmation cards sent since the last reset, with the message id
+* ``GET /_actions`` → the action ids of the confirmation cards sent since the last reset, with the message id (and
+  under ``batches`` the batch ids of bulk summary cards)
 * ``POST /_reset`` → forget everything
 
 ``python -m bench.connector --port N`` prints ``{"url": ...}`` on stdout once listening.
@@ -31,6 +32,15 @@ def action_id_of(card: dict[str, Any]) -> str:
             return str(data["actionId"])
     refresh = card.get("refresh") or {}
     return str(((refresh.get("action") or {}).get("data") or {}).get("actionId", ""))
+
+
+def batch_id_of(card: dict[str, Any]) -> str:
+    """The batch id a bulk summary card's buttons carry (``bench.bulk``)."""
+    for action in card.get("actions", []) or []:
+        data = action.get("data") or {}
+        if isinstance(data, dict) and "batchId" in data:
+            return str(data["batchId"])
+    return ""
 
 
 class CaptureConnector:
@@ -77,17 +87,21 @@ class CaptureConnector:
 
     async def actions(self, _request: web.Request) -> web.Response:
         found: list[dict[str, str]] = []
+        batches: list[dict[str, str]] = []
         texts: dict[str, int] = {}
         for conversation_id, activity_id, raw in self.sends:
             body = json.loads(raw)
             cards = [a.get("content") or {} for a in body.get("attachments") or [] if a.get("contentType") == CARD]
             action_id = next((action_id_of(c) for c in cards if action_id_of(c)), "")
+            batch_id = next((batch_id_of(c) for c in cards if batch_id_of(c)), "")
             if action_id:
                 found.append({"action_id": action_id, "activity_id": activity_id, "conversation_id": conversation_id})
+            elif batch_id:
+                batches.append({"batch_id": batch_id, "activity_id": activity_id, "conversation_id": conversation_id})
             else:
                 text = str(body.get("text") or "")[:80]
                 texts[text] = texts.get(text, 0) + 1
-        return web.json_response({"actions": found, "other_texts": texts})
+        return web.json_response({"actions": found, "batches": batches, "other_texts": texts})
 
     async def reset(self, _request: web.Request) -> web.Response:
         self.sends.clear()

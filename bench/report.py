@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from bench.bulk import render as bulk_rows
 from bench.issue18 import render as issue18_rows
 
 MIB = 1024  # KiB per MiB
@@ -371,6 +372,7 @@ def render(results: dict[str, Any]) -> str:
     ):
         section(results, w)
     w(issue18_rows(results))
+    w(bulk_rows(results))
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -81,6 +81,8 @@ class Plan:
     pending: int = 10_000
     timeout: float = 15.0
     profile: bool = True
+    #: issue 15's bulk cells (bench.bulk): 100 and 1,000 devices, or (quick) 100 and 300 under a 5 s window
+    bulk_quick: bool = False
 
     @classmethod
     def quick(cls) -> Plan:
@@ -97,6 +99,7 @@ class Plan:
             sql_rows=200,
             pending=1000,
             profile=False,
+            bulk_quick=True,
         )
 
 
@@ -819,6 +822,9 @@ async def run(plan: Plan, out_dir: Path) -> dict[str, Any]:
         from bench.sqlcost import compare as compare_inserts
 
         results["sql_inserts"] = compare_inserts(plan.sql_rows)
+        from bench.bulk import run as run_bulk
+
+        results["bulk"] = await run_bulk(logs, quick=plan.bulk_quick)
     finally:
         await bench.close()
     results["meta"]["duration_s"] = round(time.perf_counter() - began, 1)
@@ -845,7 +851,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="benchmarks against the simulator")
     parser.add_argument("--quick", action="store_true", help="tiny request counts, one repeat (smoke test)")
     parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md and results.json go")
+    parser.add_argument(
+        "--only", choices=("bulk",), help="run one section; its figures replace that section's in results.json"
+    )
     args = parser.parse_args(argv)
+    if args.only == "bulk":
+        from bench.bulk import merge
+        from bench.bulk import run as run_bulk
+
+        merge(asyncio.run(run_bulk(quick=args.quick)), args.out)
+        return 0
     plan = Plan.quick() if args.quick else Plan()
     asyncio.run(run(plan, args.out))
     return 0

@@ -234,8 +234,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("BULK_MAX", "bulk_max", p.whole(1, 1000), "100",
         "most devices one `deprovision` list may name (the Intune admin center's bulk limit); more gets a clear answer "
         "and nothing happens"),
-    Var("BULK_CONCURRENCY", "bulk_concurrency", p.whole(1, 50), "4",
-        "deprovision POSTs in flight at once per bulk request"),
+    Var("BULK_CONCURRENCY", "bulk_concurrency", p.whole(1, 50), "10",
+        "deprovision POSTs in flight at once per bulk request (a window's writes go out in about budget ÷ this × "
+        "Graph's answer time, a delay every later window inherits)"),
     Var("BULK_WRITE_BUDGET", "bulk_write_budget", p.rate, "200/20s",
         "Intune's write budget per app (writes/window, graph-intune.md §10): a bulk run never sends more within any "
         "window; Graph's `429`/`Retry-After` is honoured on top (other instances' writes are not counted)"),

@@ -1,14 +1,16 @@
 """Running a confirmed bulk request: each device written ahead (*queued*), claimed, sent once, within Intune's budget.
 
-* **Exactly once.** Each device's row is claimed by compare-and-set (*queued* → *submitting*, with the submit lease)
-  before its POST, by whichever runner gets there first — two instances, or a runner resumed after a crash, never send
-  a device twice. A row left in *submitting* by a dead process is reconciled by the sweep like any single request
-  (never re-sent); rows still *queued* are sent by the runner that resumes the batch once its lease has run out.
+* **Exactly once.** Each device's row is claimed by compare-and-set (*queued* → *submitting*, with the submit lease
+  and its *confirmed* / *submitted* audit entries in the same transaction, as for one device) before its POST, by
+  whichever runner gets there first — two instances, or a runner resumed after a crash, never send a device twice. A
+  row left in *submitting* by a dead process is reconciled by the sweep like any single request (never re-sent); rows
+  still *queued* are sent by the runner that resumes the batch once its lease has run out.
 * **Throttling.** Writes go through one :class:`WriteBudget` per process: a sliding window of ``BULK_WRITE_BUDGET``
-  (default 200 writes per 20 s, Intune's per-app limit, graph-intune.md §10), so a run of 1,000 takes about the
-  window's floor and Graph rarely has to say 429. When it does, ``Retry-After`` is honoured (the Graph client waits
-  within ``GRAPH_MAX_RETRY_WAIT``; a device Graph still refuses is tried again after the budget allows). Other
-  instances' writes are not counted here: their 429s are honoured the same way.
+  (default 200 writes per 20 s, Intune's per-app limit, graph-intune.md §10), each write's window running from its
+  answer, so a run of 1,000 takes about the window's floor and Graph rarely has to say 429. When it does,
+  ``Retry-After`` is honoured (the Graph client waits within ``GRAPH_MAX_RETRY_WAIT``; a device Graph still refuses is
+  tried again after the budget allows). Other instances' writes are not counted here: their 429s are honoured the
+  same way.
 * **Concurrency.** At most ``BULK_CONCURRENCY`` POSTs in flight per batch.
 * **Ambiguous outcomes** follow the single flow: a timeout or 5xx leaves the device *unknown* and locked, and
   completion tracking settles it from Intune's own record.
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from bot import messages as m
 from bot.batches import CANCELLED, FINISHED, RUNNING, Batch, BatchStore
@@ -35,12 +38,16 @@ log = logging.getLogger("bot.workflow")
 
 #: How often one device is offered to Graph again after it answered "throttled" past the client's own waiting.
 MAX_THROTTLED_ATTEMPTS = 20
-#: Margin added to the write window (2 % + 50 ms): our clock and Intune's count the same write a little apart.
-WINDOW_MARGIN = (0.02, 0.05)
 
 
 class WriteBudget:
-    """A sliding window: at most ``limit`` writes in any ``window`` seconds (what Intune enforces per app)."""
+    """A sliding window: at most ``limit`` writes in any ``window`` seconds (what Intune enforces per app).
+
+    A write holds its slot from :meth:`slot` until its answer is in, and the window runs from that answer: Intune
+    counted the write somewhere between our sending it and its answer, so a write sent in the same slot a window
+    later always lands in Intune's next window — whatever the network's delays, with no margin to guess. (Timing the
+    window from the moment of sending would need a margin for the delays, paid once per window.)
+    """
 
     def __init__(
         self,
@@ -50,21 +57,38 @@ class WriteBudget:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.limit, self.window = limit, window * (1 + WINDOW_MARGIN[0]) + WINDOW_MARGIN[1]
+        self.limit, self.window = limit, window
         self._clock, self._sleep = clock, sleep
-        self._times: collections.deque[float] = collections.deque()
+        self._answered: collections.deque[float] = collections.deque()  # when each write's answer came, in order
+        self._in_flight = 0
+        self._released = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    async def take(self) -> None:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a free slot, hold it while the write is on its way, and date it when its answer is in."""
+        await self._take()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._answered.append(self._clock())
+            self._released.set()
+
+    async def _take(self) -> None:
         async with self._lock:
             while True:
                 now = self._clock()
-                while self._times and self._times[0] <= now - self.window:
-                    self._times.popleft()
-                if len(self._times) < self.limit:
-                    self._times.append(now)
+                while self._answered and self._answered[0] <= now - self.window:
+                    self._answered.popleft()
+                if self._in_flight + len(self._answered) < self.limit:
+                    self._in_flight += 1
                     return
-                await self._sleep(self._times[0] + self.window - now)
+                if self._answered:
+                    await self._sleep(self._answered[0] + self.window - now)
+                else:  # every slot is on its way
+                    self._released.clear()
+                    await self._released.wait()
 
 
 class Runner:
@@ -113,14 +137,23 @@ class Runner:
         return Requester(batch.requester_id, batch.requester_name, batch.requester_mri, batch.tenant_id)
 
     async def _claim(self, row: Action, batch: Batch, source: str) -> Action | None:
+        """*submitting* (compare-and-set from ``source``) with its audit entries in the same transaction: on a first
+        claim *confirmed* (unless a peer approval audited the device already), and *submitted* — the write-ahead."""
         now = self.deps.clock()
-        return await self.deps.store.transition(
+        audit, request_id = self.deps.audit, str(uuid.uuid4())
+        entries = []
+        if source == QUEUED and batch.approver_id is None:
+            requester = Requester(batch.requester_id, batch.requester_name, "", batch.tenant_id)
+            entries.append(audit.entry("confirmed", actor=requester.actor, reason=batch.reason))
+        entries.append(audit.entry("submitted", actor=self._actor(batch).actor, client_request_id=request_id))
+        return await self.deps.change(
             row,
             SUBMITTING,
+            *entries,
             from_states=(source,),
             now=now,
             lease_until=now + self.submission.lease(),
-            client_request_id=str(uuid.uuid4()),
+            client_request_id=request_id,
             error_code=None,
             error_message=None,
             retryable=False,
@@ -132,10 +165,7 @@ class Runner:
             if claimed is None:
                 return  # cancelled, or another runner took it
             actor = self._actor(batch)
-            if batch.approver_id is None:  # in peer mode the approval audited each device already
-                requester = Requester(batch.requester_id, batch.requester_name, "", batch.tenant_id)
-                await self.deps.audit.record("confirmed", actor=requester.actor, action=claimed, reason=batch.reason)
-            final = await self.submission.send(claimed, actor, gate=self.budget.take)
+            final = await self.submission.send(claimed, actor, written_ahead=True, gate=self.budget.slot)
             attempts = 1
             while final.state == FAILED and final.retryable and attempts < MAX_THROTTLED_ATTEMPTS:
                 attempts += 1
@@ -143,7 +173,7 @@ class Runner:
                 again = await self._claim(final, batch, FAILED)
                 if again is None:
                     break
-                final = await self.submission.send(again, actor, gate=self.budget.take)
+                final = await self.submission.send(again, actor, written_ahead=True, gate=self.budget.slot)
             self._sent += 1
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from bot import messages as m
@@ -92,13 +93,13 @@ class Submission:
         actor: Requester,
         *,
         written_ahead: bool = False,
-        gate: Callable[[], Awaitable[None]] | None = None,
+        gate: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> Action:
         """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards.
 
         ``written_ahead``: the *submitted* audit event was committed with *submitting* (otherwise it is recorded
-        here, before the Graph call). ``gate`` (the bulk runner's write budget) is awaited right before the POST, so
-        the pace it keeps is the pace Graph sees.
+        here, before the Graph call). ``gate`` (the bulk runner's write budget) is entered right before the POST and
+        left when its answer is in, so the pace it keeps is the pace Graph sees.
         """
         deps = self.deps
         audit = deps.audit
@@ -108,13 +109,12 @@ class Submission:
                 "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
             )
         deps.checkpoint("before_graph")
-        if gate is not None:
-            await gate()
         outcome: Action | None
         try:
-            response = await deps.graph.deprovision(
-                action.device_id, wire_reason, client_request_id=action.client_request_id or str(uuid.uuid4())
-            )
+            async with gate() if gate is not None else nullcontext():
+                response = await deps.graph.deprovision(
+                    action.device_id, wire_reason, client_request_id=action.client_request_id or str(uuid.uuid4())
+                )
         except OutcomeUnknown as exc:
             outcome = await deps.change(
                 action,
