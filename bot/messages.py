@@ -662,7 +662,7 @@ BULK_CLASSES: dict[str, str] = {
     "busy": "Already in progress or done",
     "duplicate": "Listed twice (counted once)",
     "changed": "Changed in Intune since the list was checked (left out)",
-    "not_approved": "Left out: the approver's role does not cover it",
+    "not_approved": "Not approved: outside the approver's role (you can request these again)",
     "not_covered": "Your role does not cover these: left out if you approve",
     "taken": "Left out: another request took the device meanwhile",
 }
@@ -918,6 +918,23 @@ def bulk_intro_other(seen: int, covered: int | None) -> str:
     if covered is None:
         return text
     return text + f" Approving sends {covered} of them; nothing else is sent."
+
+
+def bulk_approve_button(covered: int, seen: int) -> str:
+    noun = f"{covered} device{'s' if covered != 1 else ''}"
+    return f"Approve {noun}" if covered == seen else f"Approve {covered} of {seen} devices"
+
+
+def bulk_not_approved_by(name: str) -> str:
+    return f"not approved by {name}: outside their role"
+
+
+@_markup
+def card_bulk_approval_changed() -> str:
+    return (
+        "What your approval would send changed since this card was shown (devices or your role changed in Intune). "
+        "Nothing was sent: check the list and approve again."
+    )
 
 
 @_markup

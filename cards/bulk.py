@@ -64,6 +64,8 @@ class BulkView:
     #: Peer mode: the eligible approvers among the conversation's members (they get their view by refresh).
     approver_mris: Sequence[str] = ()
     approval_channel: bool = False
+    #: The approver's view: the digest of the devices their approval covers (items of class *ready*).
+    covers: str = ""
 
     @property
     def ready(self) -> list[dict[str, Any]]:
@@ -210,8 +212,11 @@ def _open_actions(
             return [execute(m.CARD_BUTTON_WITHDRAW, verbs.BULK_CANCEL, data, inputs="none")]
         if viewer == "approver" and ready:
             body.append(text_input(verbs.COMMENT_INPUT, m.CARD_REJECT_COMMENT_LABEL))
+            approve = m.bulk_approve_button(ready, len(view.items))
             return [
-                execute(m.CARD_BUTTON_APPROVE, verbs.BULK_APPROVE, data, inputs="none", style="destructive"),
+                execute(
+                    approve, verbs.BULK_APPROVE, {**data, "covers": view.covers}, inputs="none", style="destructive"
+                ),
                 execute(m.CARD_BUTTON_REJECT, verbs.BULK_REJECT, data),
             ]
     if view.state == "cancelled" and view.comment:

@@ -4,8 +4,8 @@ Eligible to approve or reject: not the requester, in ``APPROVER_GROUP_ID`` when 
 one device of the list. As for one device, the eligible members of a group chat or channel are @mentioned in a notice
 and get the approver view through ``refresh.userIds``; ``APPROVAL_CHANNEL_ID`` gets a proactive card (the shared
 card: no device, no count). An approver sees only their projection (bot.flow.bulk_projection): the devices they may
-read, each marked as covered by their role or not, decided on fresh data; Approve sends the covered ones, the others
-are left out and named only to the requester (*not approved*).
+read, each marked as covered by their role or not, decided on fresh data — "Approve k of n devices" sends exactly the
+k covered devices the card showed; the others are left out and named only to the requester (*not approved by …*).
 Rejecting needs a comment.
 """
 
@@ -48,7 +48,7 @@ class BulkApprovals:
         if not (here or eligible or who.aad_id == batch.approver_id):
             return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
         if verb == verbs.BULK_APPROVE and eligible:
-            return await self._approve(who, batch, seen)
+            return await self._approve(who, batch, seen, str(data.get("covers") or ""))
         if verb == verbs.BULK_REJECT and eligible:
             return await self._reject(who, batch, seen, data)
         note = None
@@ -100,9 +100,13 @@ class BulkApprovals:
                 break
         return found
 
-    async def _approve(self, who: Requester, batch: Batch, seen: Projection) -> InvokeAnswer:
-        """Send the devices the approver's role covers (fresh from Intune); the list's other devices are left out,
-        named only to the requester (*not approved*)."""
+    async def _approve(self, who: Requester, batch: Batch, seen: Projection, covers: str) -> InvokeAnswer:
+        """Send exactly the devices the approver's view showed as covered (fresh from Intune); the list's other
+        devices are left out, named only to the requester (*not approved by …*). A view that no longer matches
+        (``covers``) sends nothing and shows the approver the list as it stands."""
+        if covers != seen.digest:
+            note = m.card_bulk_approval_changed()
+            return InvokeAnswer(card=await self.bulk.cards.personal(batch, seen, approver=True, note=note))
         items = [dict(i) for i in batch.items]
         for item in items:
             if item["class"] != "ready":
@@ -111,7 +115,7 @@ class BulkApprovals:
             if fresh is not None:
                 item["device"] = fresh
             else:
-                item["class"] = "not_approved"
+                item.update({"class": "not_approved", "detail": m.bulk_not_approved_by(who.name)})
         started = await self.bulk.start(batch, items, reason=batch.reason or "", approver=who)
         current = started or await self.bulk.batches.get(batch.id) or batch
         answer = await self.bulk.cards.personal(current, seen)

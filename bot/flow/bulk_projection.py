@@ -5,12 +5,14 @@ uniform *not found*). Anyone else gets a **projection**: only the list's *ready*
 Intune — no entry as typed, no other class, nobody's request on a device, no denial reason — and every count is
 over those devices only, so a device they cannot read is indistinguishable from one that is not in the list.
 
-An eligible approver's projection is decided on fresh data from Intune, as the approval will be: each device shown
-is marked as covered by their role (what **Approve** sends) or not (left out).
+An eligible approver's projection is decided on fresh data from Intune, exactly as the approval will be: each
+device shown is marked as covered by their role (what **Approve** sends) or not (left out), and the Approve button
+carries a digest of the covered devices — a click approves exactly what the card showed, or nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,11 @@ from bot.flow.base import Deps, Requester
 Item = dict[str, Any]
 
 
+def digest(device_ids: list[str] | tuple[str, ...]) -> str:
+    """A short fingerprint of a set of devices (the approve button's ``covers``)."""
+    return hashlib.sha256("\n".join(sorted(device_ids)).encode()).hexdigest()[:24]
+
+
 @dataclass(frozen=True)
 class Projection:
     #: What the viewer sees: ready devices they may read (an approver's: *ready* = covered, *not_covered* = not).
@@ -29,6 +36,10 @@ class Projection:
     readable: frozenset[str]
     #: The devices their approval would send now, fresh from Intune (empty: they may not approve).
     covered: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return digest(list(self.covered))
 
 
 class Projector:

@@ -52,7 +52,7 @@ class BulkViews:
         if batch.state not in ("requested", AWAITING_APPROVAL, "expired"):
             rows = await self.batches.rows(batch.id)
             results = [(r.device_name, r.device_serial, r.state) for r in rows if r.device_id in seen.readable]
-        view = self._view(batch, seen.items, results, note=note)
+        view = self._view(batch, seen.items, results, note=note, covers=seen.digest if approver else "")
         return bulk_card(view, (Viewer.APPROVER if approver else Viewer.OTHER).value)
 
     def shared(self, batch: Batch, *, approval_card: bool = False) -> dict[str, Any]:
@@ -67,6 +67,7 @@ class BulkViews:
         *,
         note: str | None = None,
         approval_card: bool = False,
+        covers: str = "",
     ) -> BulkView:
         return BulkView(
             batch_id=batch.id,
@@ -87,6 +88,7 @@ class BulkViews:
             note=note,
             approver_mris=batch.approvers,
             approval_channel=bool(self.deps.settings.approval_channel_id),
+            covers=covers,
         )
 
     async def update(self, batch_id: str) -> None:

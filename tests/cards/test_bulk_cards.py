@@ -75,7 +75,8 @@ def test_every_bulk_card_is_teams_safe(name: str) -> None:
     assert_teams_safe(card)
     for node in walk(card):
         if node.get("type") == "Action.Execute":
-            assert set(node["data"]) <= {"batchId", "actionId", "verb"}, node  # never a device in the data
+            # never a device in the data (``covers``: a digest of the devices an approval covers)
+            assert set(node["data"]) <= {"batchId", "actionId", "verb", "covers"}, node
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -126,3 +127,12 @@ def test_the_shared_card_names_no_device_and_no_count(state: str) -> None:
     assert "NHS-CART7" not in text and "PF0" not in text and not any(ch.isdigit() for ch in text), text
     assert [a.get("verb") for a in card["actions"]] == [verbs.REFRESH]
     assert card["refresh"]["userIds"][0] == "29:alex"  # the requester's own view, in every state
+
+
+def test_an_approver_sees_what_approve_sends() -> None:
+    items = [item(1), item(2), item(3, "not_covered")]
+    card = bulk_card(view("awaiting_approval", items, covers="digest-of-1-and-2"), "approver")
+    approve = card["actions"][0]
+    assert approve["title"] == "Approve 2 of 3 devices" and approve["data"]["covers"] == "digest-of-1-and-2"
+    assert m.BULK_CLASSES["not_covered"] in json.dumps(card)
+    assert bulk_card(view("awaiting_approval", items[:2]), "approver")["actions"][0]["title"] == "Approve 2 devices"

@@ -186,3 +186,31 @@ async def test_only_an_eligible_approver_may_approve_or_reject_and_bystanders_le
     assert m.BULK_TITLE_REJECTED in card_text(rejected) and "NHS-CART7" not in card_text(rejected)
     mine = card_text(card_of(await bot.click(ALEX, "deprovision.refresh", ref, conversation_type="groupChat")))
     assert m.bulk_rejected("Isaiah Langer", "not this term") in mine and not sim.deprovision_posts()
+
+
+async def test_a_narrow_approver_approves_exactly_what_the_card_showed(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
+    """Review finding 5: the approver sees before clicking what their click sends; if that changes in Intune before
+    the click, nothing is sent and the card shows the new list; the requester sees what was left out, and by whom."""
+    bot = await make_bot(APPROVAL_MODE="peer")
+    batch_id, message_id, _ = await confirmed(bot)
+    ref = {"batchId": batch_id}
+    adele = card_of(await bot.click(ADELE, "deprovision.refresh", ref, conversation_type="groupChat"))
+    assert adele["actions"][0]["title"] == "Approve 3 devices" and "RMS-LOANER-01" not in card_text(adele)
+    # NHS-CART7-03 moves to the Riverside scope tag before Adele clicks: she may no longer read it.
+    moved = next(d for d in sim.state.devices.values() if d["deviceName"] == "NHS-CART7-03")
+    moved["roleScopeTagIds"] = ["2"]
+    refused = card_of(await bot.click(ADELE, "bulk.approve", approve_data(adele), conversation_type="groupChat"))
+    assert m.card_bulk_approval_changed() in card_text(refused) and not sim.deprovision_posts()
+    assert refused["actions"][0]["title"] == "Approve 2 devices" and "NHS-CART7-03" not in card_text(refused)
+    done = card_of(await bot.click(ADELE, "bulk.approve", approve_data(refused), conversation_type="groupChat"))
+    assert "Adele Vance" in card_text(done)
+    rows = await wait_rows(bot, batch_id, lambda rows: rows and all(r.state == "submitted" for r in rows))
+    assert sorted(r.device_name for r in rows) == LISTED[:2] and len(sim.deprovision_posts()) == 2
+    await connector.wait_for(
+        lambda c: [u for u in c.updates(message_id) if m.BULK_TITLE_FINISHED in card_text(u.cards[0])], timeout=15
+    )
+    final = card_text(card_of(await bot.click(ALEX, "deprovision.refresh", ref, conversation_type="groupChat")))
+    for name in ("NHS-CART7-03", "RMS-LOANER-01"):
+        assert f"**{name}** — {m.bulk_not_approved_by('Adele Vance')}" in final

@@ -178,7 +178,7 @@ async def test_reply_to_id_is_trusted_only_when_it_is_the_stored_message(make_bo
 # | viewer                         | shared card | own view (refresh, Open)            | pending            | approve/reject |
 # |--------------------------------|-------------|-------------------------------------|--------------------|----------------|
 # | Alex, requester                | no device   | everything he typed, every class    | own, 4 devices     | not his own    |
-# | Adele, approver for Northside  | no device   | the 3 Northside ones, Approve       | 3 devices you see  | the 3 only     |
+# | Adele, approver for Northside  | no device   | the 3 Northside ones, Approve 3     | 3 devices you see  | the 3 only     |
 # | Isaiah, approver for Riverside | —           | from his own chat: the loaner only  | 1 device you see   | the loaner     |
 # | Megan, read-only (all devices) | no device   | the 4 ready ones, no button         | nothing            | refused        |
 # | Lynne, no role (member)        | no device   | no device, no count                 | nothing            | refused        |
@@ -302,10 +302,10 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
     # Approvers: the devices they may read, marked by what Approve sends; Isaiah finds it from his own chat.
     adele = await view(ADELE)
     assert_projection(sim, ADELE, adele, covered=3)
-    assert verbs_in(adele) == ["bulk.approve", "bulk.reject"]
+    assert verbs_in(adele) == ["bulk.approve", "bulk.reject"] and adele["actions"][0]["title"] == "Approve 3 devices"
     isaiah = await view(ISAIAH)
     assert_projection(sim, ISAIAH, isaiah, covered=1)
-    assert verbs_in(isaiah) == ["bulk.approve", "bulk.reject"]
+    assert isaiah["actions"][0]["title"] == "Approve 1 device"
     for user in (MEGAN, LYNNE):
         card = await view(user)
         assert_projection(sim, user, card)
@@ -334,15 +334,17 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
     # Approve and reject: only an eligible approver, and only what their view showed.
     for user in (MEGAN, LYNNE):
         for verb in ("bulk.approve", "bulk.reject"):
-            card = await view(user, verb, comment="no")
+            card = await view(user, verb, comment="no", covers=adele["actions"][0]["data"]["covers"])
             assert m.card_not_eligible_bulk() in card_text(card) and not verbs_in(card)
             assert_projection(sim, user, card)
     assert m.card_cannot_approve_own() in card_text(await view(ALEX, "bulk.approve"))
+    stale = await view(ADELE, "bulk.approve", covers=isaiah["actions"][0]["data"]["covers"])
+    assert m.card_bulk_approval_changed() in card_text(stale)
     assert not sim.deprovision_posts(device_id=row(sim, "NHS-CART7-01")["id"])
     batch = await BatchStore(bot.running.store).get(batch_id)
     assert batch is not None and batch.state == "awaiting_approval"
 
-    done = await view(ADELE, "bulk.approve")
+    done = await view(ADELE, "bulk.approve", covers=adele["actions"][0]["data"]["covers"])
     assert_projection(sim, ADELE, done, sent=BULK_READY[:3])
     rows = await wait_rows(bot, batch_id, lambda rows: rows and all(r.state == "submitted" for r in rows))
     assert sorted(r.device_name for r in rows) == BULK_READY[:3]
@@ -353,7 +355,7 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
 
     # After the run: each person's results over what they may read; the requester sees what was left out.
     final = card_text(await view(ALEX))
-    assert "RMS-LOANER-01" in final and m.BULK_CLASSES["not_approved"] in final
+    assert "RMS-LOANER-01" in final and m.bulk_not_approved_by("Adele Vance") in final
     for user in (ADELE, MEGAN, LYNNE):
         card = await view(user)
         assert_projection(sim, user, card, sent=BULK_READY[:3])
