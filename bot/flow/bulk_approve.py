@@ -42,11 +42,14 @@ class BulkApprovals:
     ) -> InvokeAnswer:
         """``here``: the click comes from the request's conversation or the approval channel (a member sees their
         projection). From anywhere else only an eligible approver, or the approver of the run, learns of it."""
+        unavailable = InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
+        if not (here or batch.state == AWAITING_APPROVAL or who.aad_id == batch.approver_id):
+            return unavailable  # nothing to approve: no Graph call for a stranger's click
         batch = await self.bulk._expire_if_due(batch)
         seen = await self.projector.project(batch, who)
         eligible = bool(seen.covered)
         if not (here or eligible or who.aad_id == batch.approver_id):
-            return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
+            return unavailable
         if verb == verbs.BULK_APPROVE and eligible:
             return await self._approve(who, batch, seen, str(data.get("covers") or ""))
         if verb == verbs.BULK_REJECT and eligible:
@@ -118,7 +121,7 @@ class BulkApprovals:
                 item.update({"class": "not_approved", "detail": m.bulk_not_approved_by(who.name)})
         started = await self.bulk.start(batch, items, reason=batch.reason or "", approver=who)
         current = started or await self.bulk.batches.get(batch.id) or batch
-        answer = await self.bulk.cards.personal(current, seen)
+        answer = await self.bulk.cards.personal(current, seen.decided())
         if started is None:
             return InvokeAnswer(card=answer)
         for row in await self.bulk.batches.rows(batch.id):
@@ -137,7 +140,7 @@ class BulkApprovals:
         )
         if updated is None:
             current = await self.bulk.batches.get(batch.id) or batch
-            return InvokeAnswer(card=await self.bulk.cards.personal(current, seen))
+            return InvokeAnswer(card=await self.bulk.cards.personal(current, seen.decided()))
         for item in batch.items:
             if item["class"] == "ready":
                 await self.deps.audit.record(
@@ -146,4 +149,4 @@ class BulkApprovals:
         await self.bulk.cards.update(batch.id)
         if self.deps.notifier is not None:
             await self.deps.notifier.send(batch.reference, text=m.proactive_bulk_rejected(who.name, comment))
-        return InvokeAnswer(card=await self.bulk.cards.personal(updated, seen))
+        return InvokeAnswer(card=await self.bulk.cards.personal(updated, seen.decided()))

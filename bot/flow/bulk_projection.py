@@ -41,6 +41,10 @@ class Projection:
     def digest(self) -> str:
         return digest(list(self.covered))
 
+    def decided(self) -> Projection:
+        """The same viewer once the approval is decided: the devices they may read, no approver's marks."""
+        return Projection([{**i, "class": "ready"} for i in self.items if i["class"] == "ready"], self.readable)
+
 
 class Projector:
     def __init__(self, deps: Deps) -> None:
