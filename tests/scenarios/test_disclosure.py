@@ -375,6 +375,7 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
     assert "Alex Wilber" not in shown(await bot.say(ADELE, "history"))
 
     # Everything the chat's members read — the cards as sent and updated, the notices — stayed neutral.
+    await connector.wait_for(lambda c: [s for s in c.sent(GROUP) if s.text == m.proactive_bulk_finished_shared()])
     assert_shared(sim, await _group_messages(bot, start))
 
 
