@@ -662,7 +662,8 @@ BULK_CLASSES: dict[str, str] = {
     "busy": "Already in progress or done",
     "duplicate": "Listed twice (counted once)",
     "changed": "Changed in Intune since the list was checked (left out)",
-    "not_approved": "Left out: the approver's role does not cover it",
+    "not_approved": "Not approved: outside the approver's role (you can request these again)",
+    "not_covered": "Your role does not cover these: left out if you approve",
     "taken": "Left out: another request took the device meanwhile",
 }
 #: Per-device results on the progress and final cards.
@@ -681,6 +682,10 @@ BULK_TITLE_CANCELLED = "Bulk request cancelled"
 BULK_TITLE_EXPIRED = "Bulk request expired"
 BULK_TITLE_REJECTED = "Bulk request rejected"
 BULK_TITLE_WAITING = "Bulk request waiting for approval"
+BULK_TITLE_REQUEST = "Bulk deprovision request"
+BULK_TITLE_RUNNING = "Bulk deprovision running"
+BULK_TITLE_FINISHED = "Bulk deprovision finished"
+BULK_BUTTON_MY_VIEW = "Show my view"
 BULK_RESULTS_TITLE = "Devices"
 FACT_DONE = "Sent"
 FACT_FAILED = "Failed"
@@ -817,13 +822,13 @@ def bulk_how_to_get_approval(is_group: bool, channel: bool) -> str:
     )
 
 
-def bulk_approval_mentions(requester: str, count: int, approvers: Sequence[str]) -> str:
-    """The group-chat notice that @mentions the eligible approvers of a bulk request."""
+def bulk_approval_mentions(requester: str, approvers: Sequence[str]) -> str:
+    """The group-chat notice that @mentions the eligible approvers of a bulk request: every member reads it, so it
+    names no device and no count (graph-intune.md §16)."""
     names = ", ".join(f"<at>{mention(n)}</at>" for n in approvers)
-    devices = f"{count} device{'s' if count != 1 else ''}"
     return (
-        f"{names}: {md(requester)} asks to deprovision **{devices}** — you can approve or reject the request on the "
-        "card above (devices your role does not cover are left out)."
+        f"{names}: {md(requester)} asks for approval of a bulk deprovision request — your view of the card above "
+        "lists the devices your role covers, with Approve and Reject (devices it does not cover are left out)."
     )
 
 
@@ -876,9 +881,72 @@ def card_not_eligible_bulk() -> str:
 
 @_markup
 def pending_bulk_row(count: int, requester: str, *, own: bool) -> str:
-    who = "your request" if own else f"by {md(requester)}"
-    return f"Bulk request, {count} device{'s' if count != 1 else ''} — {who}"
+    """``count``: the requester's own — every device of the request; someone else's — those the viewer may read."""
+    devices = f"{count} device{'s' if count != 1 else ''}"
+    if own:
+        return f"Bulk request, {devices} — your request"
+    return f"Bulk request, {devices} you can see — by {md(requester)}"
 
 
 def pending_bulk_label(count: int) -> str:
     return f"bulk request ({count})"
+
+
+# -- a bulk request seen by someone other than its requester (least disclosure, graph-intune.md §16) ------------
+
+
+@_markup
+def bulk_shared_note() -> str:
+    return (
+        "Devices are listed only in each person's own view of this card: the requester sees the whole list, anyone "
+        f"else only the devices their Intune role lets them read. If you see this text, click **{BULK_BUTTON_MY_VIEW}**."
+    )
+
+
+@_markup
+def bulk_finished_shared(name: str) -> str:
+    return f"Started by {md(name)} and finished. The per-device results are in each person's own view of this card."
+
+
+@_markup
+def bulk_intro_other(seen: int, covered: int | None) -> str:
+    """``seen``: the request's devices the viewer may read; ``covered``: those their approval would send."""
+    if not seen:
+        return "None of the devices of this request is one your Intune role lets you read."
+    devices = f"{seen} device{'s' if seen != 1 else ''}"
+    text = f"You see the {devices} of this request that your Intune role lets you read."
+    if covered is None:
+        return text
+    return text + f" Approving sends {covered} of them; nothing else is sent."
+
+
+def bulk_approve_button(covered: int, seen: int) -> str:
+    noun = f"{covered} device{'s' if covered != 1 else ''}"
+    return f"Approve {noun}" if covered == seen else f"Approve {covered} of {seen} devices"
+
+
+def bulk_not_approved_by(name: str) -> str:
+    return f"not approved by {name}: outside their role"
+
+
+@_markup
+def card_bulk_approval_changed() -> str:
+    return (
+        "What your approval would send changed since this card was shown (devices or your role changed in Intune). "
+        "Nothing was sent: check the list and approve again."
+    )
+
+
+@_markup
+def proactive_bulk_approved(approver: str) -> str:
+    return f"{md(approver)} approved the bulk deprovision request; its card shows the progress."
+
+
+@_markup
+def proactive_bulk_rejected(approver: str, comment: str) -> str:
+    return f"{md(approver)} rejected the bulk deprovision request: “{md(comment)}”. Nothing was sent."
+
+
+@_markup
+def proactive_bulk_finished_shared() -> str:
+    return "A bulk deprovision finished. Its card shows each person the devices they may see, with their results."

@@ -64,6 +64,8 @@ class BulkView:
     #: Peer mode: the eligible approvers among the conversation's members (they get their view by refresh).
     approver_mris: Sequence[str] = ()
     approval_channel: bool = False
+    #: The approver's view: the digest of the devices their approval covers (items of class *ready*).
+    covers: str = ""
 
     @property
     def ready(self) -> list[dict[str, Any]]:
@@ -121,8 +123,9 @@ def _collapse(lines: list[Element], keep: int) -> tuple[list[Element], list[Elem
     return lines[:keep], lines[keep:]
 
 
-def _refresh(view: BulkView) -> Refresh | None:
-    if not view.is_group or view.state not in ("requested", "awaiting_approval", "running"):
+def _refresh(view: BulkView, *, always: bool = False) -> Refresh | None:
+    """Personal views in a shared conversation: the requester's, and the approvers' while it waits for them."""
+    if not view.is_group or (not always and view.state not in ("requested", "awaiting_approval", "running")):
         return None
     users = [view.requester_mri] if view.requester_mri else []
     if view.state == "awaiting_approval":
@@ -144,10 +147,12 @@ def _head(view: BulkView, viewer: str) -> tuple[list[Element], list[CardAction],
             "expired": m.BULK_TITLE_EXPIRED,
             "cancelled": m.BULK_TITLE_REJECTED if view.comment else m.BULK_TITLE_CANCELLED,
         }.get(view.state, m.bulk_title(ready) if ready else m.BULK_TITLE_NOTHING)
+        if viewer != "requester" and not ready:
+            title = _state_title(view)  # nothing they may read: the request as anyone sees it
         body: list[Element] = [
             text(title, weight="bolder", size="medium", color="accent" if view.state == "awaiting_approval" else None),
             text(m.card_requested_by(view.requester_name), subtle=True, spacing="none"),
-            text(m.bulk_intro(ready, len(view.items))),
+            text(_intro(view, viewer, ready)),
             facts(m.bulk_counts_line(counts)),
         ]
         return body, _open_actions(view, viewer, data, ready, body), _item_lines(view)
@@ -205,10 +210,13 @@ def _open_actions(
         if viewer == "requester":
             body.append(text(m.bulk_how_to_get_approval(view.is_group, view.approval_channel)))
             return [execute(m.CARD_BUTTON_WITHDRAW, verbs.BULK_CANCEL, data, inputs="none")]
-        if viewer == "approver":
+        if viewer == "approver" and ready:
             body.append(text_input(verbs.COMMENT_INPUT, m.CARD_REJECT_COMMENT_LABEL))
+            approve = m.bulk_approve_button(ready, len(view.items))
             return [
-                execute(m.CARD_BUTTON_APPROVE, verbs.BULK_APPROVE, data, inputs="none", style="destructive"),
+                execute(
+                    approve, verbs.BULK_APPROVE, {**data, "covers": view.covers}, inputs="none", style="destructive"
+                ),
                 execute(m.CARD_BUTTON_REJECT, verbs.BULK_REJECT, data),
             ]
     if view.state == "cancelled" and view.comment:
@@ -218,6 +226,48 @@ def _open_actions(
     elif view.state == "expired":
         body.append(text(m.card_expired()))
     return []
+
+
+def _intro(view: BulkView, viewer: str, ready: int) -> str:
+    if viewer == "requester":
+        return m.bulk_intro(ready, len(view.items))
+    return m.bulk_intro_other(len(view.items), ready if viewer == "approver" else None)
+
+
+def _state_title(view: BulkView) -> str:
+    """The title that names no device and no count."""
+    return {
+        "awaiting_approval": m.BULK_TITLE_WAITING,
+        "running": m.BULK_TITLE_RUNNING,
+        "finished": m.BULK_TITLE_FINISHED,
+        "cancelled": m.BULK_TITLE_REJECTED if view.comment else m.BULK_TITLE_CANCELLED,
+        "expired": m.BULK_TITLE_EXPIRED,
+    }.get(view.state, m.BULK_TITLE_REQUEST)
+
+
+def shared_card(view: BulkView) -> dict[str, Any]:
+    """The message every member of a group chat or channel sees (``view.items`` unused): who asked and where the
+    request stands — no device, no count (graph-intune.md §16). Each person's own view replaces it through
+    ``refresh.userIds`` or the "Show my view" button."""
+    rejected = view.state == "cancelled" and bool(view.comment)
+    title = _state_title(view)
+    by = view.approver_name or view.requester_name
+    line = {
+        "requested": m.bulk_waiting_for(view.requester_name),
+        "awaiting_approval": m.bulk_awaiting(view.requester_name),
+        "running": m.bulk_running(by),
+        "finished": m.bulk_finished_shared(by),
+        "cancelled": m.bulk_rejected(by, view.comment or "") if rejected else m.card_cancelled(by),
+        "expired": m.card_expired(),
+    }.get(view.state, m.bulk_waiting_for(view.requester_name))
+    body: list[Element] = [
+        text(title, weight="bolder", size="medium", color="accent" if view.state == "awaiting_approval" else None),
+        text(m.card_requested_by(view.requester_name), subtle=True, spacing="none"),
+        text(line),
+        text(m.bulk_shared_note(), subtle=True),
+    ]
+    mine = execute(m.BULK_BUTTON_MY_VIEW, verbs.REFRESH, {"batchId": view.batch_id}, inputs="none")
+    return card(body, [mine], refresh=_refresh(view, always=True), fallback_text=f"{m.PRODUCT}: {title}")
 
 
 def bulk_card(view: BulkView, viewer: str) -> dict[str, Any]:

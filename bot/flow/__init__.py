@@ -8,7 +8,8 @@ Graph → the card updated in place::
     info        status, history, pending
     bulk        ``deprovision`` + a list: batched lookup, classes, one summary card, confirm once (bulk_approve:
                 the two-person rule for a list; bulk_run: write-ahead rows sent once each within Intune's budget;
-                bulk_views: the card updated in place at a bounded pace)
+                bulk_views: the card updated in place at a bounded pace; bulk_projection: what anyone but the
+                requester may see of it)
     clicks      card invokes → who may see and do what → confirm, cancel, retry (approve/reject via approvals)
     approvals   the two-person rule: waiting, finding approvers, approve, reject
     submission  write-ahead, the one Graph call, expiry, crash recovery (sweep, reconcile)

@@ -11,6 +11,10 @@ Confirming re-reads every ready device and re-checks the role in one batched pas
 visibly), then writes one *queued* action row per device in the same transaction as the batch's compare-and-set
 (bot.batches) and starts the runner (bot.flow.bulk_run). In peer mode the whole list is one approval request; the
 rows are written when a second person approves, and devices their role does not cover are left out, visibly.
+
+Only the requester sees the list as classified; every other click goes to bot.flow.bulk_approve, which shows the
+viewer their projection (bot.flow.bulk_projection). In a group chat or channel the message itself is the shared card
+(no device, no count): each person's own view comes by refresh.
 """
 
 from __future__ import annotations
@@ -85,12 +89,13 @@ class Bulk:
             expires_at=now + s.action_ttl,
         )
         await audit_request(self.deps, who, conv, batch.id, items)
-        if not any(i["class"] == "ready" for i in items):
+        if not conv.is_group and not any(i["class"] == "ready" for i in items):
             view = BulkView(batch.id, REQUESTED, who.name, who.mri, items)  # nothing to confirm: no state kept
             return Reply(card=bulk_card(view, Viewer.REQUESTER.value))
+        # In a group chat or channel every member sees the message: the shared card, the list only by refresh.
         await self.batches.create(batch)
-        viewer = Viewer.OTHER if conv.is_group else Viewer.REQUESTER
-        return Reply(card=await self.cards.render(batch, viewer), batch_id=batch.id)
+        card = self.cards.shared(batch) if conv.is_group else await self.cards.render(batch)
+        return Reply(card=card, batch_id=batch.id)
 
     async def card_sent(self, batch_id: str, activity_id: str) -> None:
         await self.batches.set_card(batch_id, activity_id)
@@ -102,31 +107,20 @@ class Bulk:
         batch = await self.batches.get(batch_id) if ACTION_ID_RE.match(batch_id) else None
         if batch is None or batch.tenant_id != who.tenant_id:
             return InvokeAnswer(card=message_card(m.CARD_TITLE_EXPIRED, [m.card_unknown_request()]))
-        mine = who.aad_id == batch.requester_id
-        here = base_conversation(conv.id) == base_conversation(batch.conversation_id) or (
-            bool(batch.approval_activity_id)
-            and base_conversation(conv.id) == base_conversation(self.deps.settings.approval_channel_id or "")
-        )
-        if not (mine or here or (batch.state == AWAITING_APPROVAL and await self._may_approve(who, batch))):
-            return InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
+        if who.aad_id != batch.requester_id:
+            here = base_conversation(conv.id) == base_conversation(batch.conversation_id) or (
+                bool(batch.approval_activity_id)
+                and base_conversation(conv.id) == base_conversation(self.deps.settings.approval_channel_id or "")
+            )
+            return await BulkApprovals(self).on_invoke(who, here, batch, verb, data)
         batch = await self._expire_if_due(batch)
-        viewer = Viewer.REQUESTER if mine else Viewer.OTHER
-        if verb in (verbs.BULK_APPROVE, verbs.BULK_REJECT) or (verb == verbs.REFRESH and not mine):
-            return await BulkApprovals(self).on_invoke(who, batch, verb, data)
-        if not mine and verb != verbs.REFRESH:
-            note = m.card_only_requester(batch.requester_name)
-            return InvokeAnswer(card=await self.cards.render(batch, viewer, note=note))
+        if verb in (verbs.BULK_APPROVE, verbs.BULK_REJECT) and batch.state == AWAITING_APPROVAL:
+            return InvokeAnswer(card=await self.cards.render(batch, note=m.card_cannot_approve_own()))
         if verb == verbs.BULK_CONFIRM and batch.state == REQUESTED:
             return await self._confirm(who, batch, data)
         if verb == verbs.BULK_CANCEL and batch.state in (REQUESTED, AWAITING_APPROVAL, RUNNING):
             return await self._cancel(who, batch)
-        return InvokeAnswer(card=await self.cards.render(batch, viewer))
-
-    async def _may_approve(self, who: Requester, batch: Batch) -> bool:
-        group = self.deps.settings.approver_group_id
-        return who.aad_id != batch.requester_id and (
-            not group or await self.deps.rbac.is_group_member(who.aad_id, group)
-        )
+        return InvokeAnswer(card=await self.cards.render(batch))
 
     async def _expire_if_due(self, batch: Batch) -> Batch:
         if not batch.expired(self.deps.clock()):
@@ -155,7 +149,7 @@ class Bulk:
     async def _confirm(self, who: Requester, batch: Batch, data: dict[str, Any]) -> InvokeAnswer:
         reason = str(data.get(verbs.REASON_INPUT) or "").strip()
         if reason not in self.deps.settings.reason_map:
-            return InvokeAnswer(card=await self.cards.render(batch, Viewer.REQUESTER, note=m.card_choose_reason()))
+            return InvokeAnswer(card=await self.cards.render(batch, note=m.card_choose_reason()))
         items = await self.recheck(who, batch.items, "changed")
         if self.deps.settings.approval_mode == "peer":
             now = self.deps.clock()
@@ -164,7 +158,7 @@ class Bulk:
                 batch, AWAITING_APPROVAL, reason=reason, items_json=_json(items), expires_at=expires
             )
             if waiting is None:
-                return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
+                return InvokeAnswer(card=await self._current(batch))
             for item in items:
                 if item["class"] == "ready":
                     await self.deps.audit.record(
@@ -177,11 +171,11 @@ class Bulk:
                     )
             await self.cards.update(batch.id)
             self.deps.spawn(BulkApprovals(self).announce(waiting))
-            return InvokeAnswer(card=await self.cards.render(waiting, Viewer.REQUESTER))
+            return InvokeAnswer(card=await self.cards.render(waiting))
         started = await self.start(batch, items, reason=reason)
         if started is None:
-            return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
-        return InvokeAnswer(card=await self.cards.render(started, Viewer.REQUESTER))
+            return InvokeAnswer(card=await self._current(batch))
+        return InvokeAnswer(card=await self.cards.render(started))
 
     async def start(
         self, batch: Batch, items: list[Item], *, reason: str, approver: Requester | None = None
@@ -235,7 +229,7 @@ class Bulk:
     async def _cancel(self, who: Requester, batch: Batch) -> InvokeAnswer:
         updated = await self.batches.transition(batch, CANCELLED, approver_name=who.name)
         if updated is None:
-            return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
+            return InvokeAnswer(card=await self._current(batch))
         if batch.state == RUNNING:
             await self.batches.cancel_queued(batch.id, who.name)
             for row in await self.batches.rows(batch.id, "cancelled"):
@@ -246,10 +240,10 @@ class Bulk:
                 if item["class"] == "ready":
                     await self.deps.audit.record("cancelled", actor=who.actor, device=item["device"], batch_id=batch.id)
         await self.cards.update(batch.id)
-        return InvokeAnswer(card=await self.cards.render(updated, Viewer.REQUESTER))
+        return InvokeAnswer(card=await self.cards.render(updated))
 
-    async def _current(self, batch: Batch, viewer: Viewer) -> dict[str, Any]:
-        return await self.cards.render(await self.batches.get(batch.id) or batch, viewer)
+    async def _current(self, batch: Batch) -> dict[str, Any]:
+        return await self.cards.render(await self.batches.get(batch.id) or batch)
 
     # -- housekeeping -------------------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Eligible to approve or reject: not the requester, in ``APPROVER_GROUP_ID`` when set, and a role that covers at least
 one device of the list. As for one device, the eligible members of a group chat or channel are @mentioned in a notice
-and get the approver view through ``refresh.userIds``; ``APPROVAL_CHANNEL_ID`` gets a proactive card. At approval the
-approver's role is checked against every ready device with fresh data (one batched pass); devices their role does
-not cover are left out of what is sent, and the card says so (class *not_approved*). Rejecting needs a comment.
+and get the approver view through ``refresh.userIds``; ``APPROVAL_CHANNEL_ID`` gets a proactive card (the shared
+card: no device, no count). An approver sees only their projection (bot.flow.bulk_projection): the devices they may
+read, each marked as covered by their role or not, decided on fresh data — "Approve k of n devices" sends exactly the
+k covered devices the card showed; the others are left out and named only to the requester (*not approved by …*).
+Rejecting needs a comment.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from bot import messages as m
 from bot.batches import AWAITING_APPROVAL, CANCELLED, Batch
 from bot.devices import Device
 from bot.flow.approvals import MAX_MENTIONED_APPROVERS, channel_reference
-from bot.flow.base import MAX_COMMENT, USER_ID_RE, InvokeAnswer, Member, Requester, Viewer
+from bot.flow.base import MAX_COMMENT, USER_ID_RE, InvokeAnswer, Member, Requester
+from bot.flow.bulk_projection import Projection, Projector
 from cards import verbs
+from cards.deprovision import message_card
 
 if TYPE_CHECKING:
     from bot.flow.bulk import Bulk
@@ -26,31 +30,40 @@ log = logging.getLogger("bot.workflow")
 
 
 class BulkApprovals:
+    """Every click on a bulk request by someone other than its requester (their view, approve, reject)."""
+
     def __init__(self, bulk: Bulk) -> None:
         self.bulk = bulk
         self.deps = bulk.deps
+        self.projector = Projector(bulk.deps)
 
-    async def on_invoke(self, who: Requester, batch: Batch, verb: str, data: dict[str, Any]) -> InvokeAnswer:
-        awaiting = batch.state == AWAITING_APPROVAL
-        if verb == verbs.REFRESH and who.mri in batch.approvers and who.aad_id != batch.requester_id:
-            eligible = awaiting  # found eligible when the request was announced; approving checks again
-        elif verb == verbs.BULK_APPROVE:
-            eligible = awaiting and await self.bulk._may_approve(who, batch)  # the role: per device, in _approve
-        else:
-            eligible = awaiting and await self.eligible(who, batch)
-        viewer = Viewer.APPROVER if eligible else Viewer.OTHER
-        if verb == verbs.REFRESH or not eligible:
-            note = None
-            if verb != verbs.REFRESH and awaiting:
-                note = m.card_cannot_approve_own() if who.aad_id == batch.requester_id else m.card_not_eligible_bulk()
-            return InvokeAnswer(card=await self.bulk.cards.render(batch, viewer, note=note))
-        if verb == verbs.BULK_APPROVE:
-            return await self._approve(who, batch)
-        return await self._reject(who, batch, data)
+    async def on_invoke(
+        self, who: Requester, here: bool, batch: Batch, verb: str, data: dict[str, Any]
+    ) -> InvokeAnswer:
+        """``here``: the click comes from the request's conversation or the approval channel (a member sees their
+        projection). From anywhere else only an eligible approver, or the approver of the run, learns of it."""
+        unavailable = InvokeAnswer(card=message_card(m.CARD_TITLE_UNAVAILABLE, [m.card_not_available()]))
+        if not (here or batch.state == AWAITING_APPROVAL or who.aad_id == batch.approver_id):
+            return unavailable  # nothing to approve: no Graph call for a stranger's click
+        batch = await self.bulk._expire_if_due(batch)
+        seen = await self.projector.project(batch, who)
+        eligible = bool(seen.covered)
+        if not (here or eligible or who.aad_id == batch.approver_id):
+            return unavailable
+        if verb == verbs.BULK_APPROVE and eligible:
+            return await self._approve(who, batch, seen, str(data.get("covers") or ""))
+        if verb == verbs.BULK_REJECT and eligible:
+            return await self._reject(who, batch, seen, data)
+        note = None
+        if verb in (verbs.BULK_CONFIRM, verbs.BULK_CANCEL):
+            note = m.card_only_requester(batch.requester_name)
+        elif verb != verbs.REFRESH and batch.state == AWAITING_APPROVAL:
+            note = m.card_not_eligible_bulk()
+        return InvokeAnswer(card=await self.bulk.cards.personal(batch, seen, approver=eligible, note=note))
 
     async def eligible(self, who: Requester, batch: Batch) -> bool:
         """Not the requester, in the approvers group if set, and a role that covers at least one ready device."""
-        if not await self.bulk._may_approve(who, batch):
+        if not await self.projector.may_approve(who, batch):
             return False
         devices = [Device.from_snapshot(i["device"]) for i in batch.items if i["class"] == "ready"]
         accesses = await self.deps.rbac.access_stepwise(who.aad_id, devices) if devices else []
@@ -63,15 +76,14 @@ class BulkApprovals:
         try:
             members = await self._eligible_members(batch)
             await batches.set_approvers(batch.id, [member.mri for member in members])
-            ready = sum(1 for i in batch.items if i["class"] == "ready")
             if members and deps.notifier is not None:
-                text = m.bulk_approval_mentions(batch.requester_name, ready, [mb.name for mb in members])
+                text = m.bulk_approval_mentions(batch.requester_name, [mb.name for mb in members])
                 await deps.notifier.send(batch.reference, text=text, mentions=members)
             channel = deps.settings.approval_channel_id
             if channel and deps.notifier is not None:
                 current = await batches.get(batch.id) or batch
                 ref = channel_reference(batch.reference, channel, batch.tenant_id)
-                card = await self.bulk.cards.render(current, Viewer.OTHER, approval_card=True)
+                card = self.bulk.cards.shared(current, approval_card=True)
                 activity_id = await deps.notifier.send(ref, card=card)
                 await batches.set_approval_message(batch.id, ref, activity_id)
             await self.bulk.cards.update(batch.id)
@@ -91,33 +103,44 @@ class BulkApprovals:
                 break
         return found
 
-    async def _approve(self, who: Requester, batch: Batch) -> InvokeAnswer:
-        items = await self.bulk.recheck(who, batch.items, "not_approved")
-        if not any(i["class"] == "ready" for i in items):
-            note = m.card_not_eligible_bulk()
-            return InvokeAnswer(card=await self.bulk.cards.render(batch, Viewer.APPROVER, note=note))
+    async def _approve(self, who: Requester, batch: Batch, seen: Projection, covers: str) -> InvokeAnswer:
+        """Send exactly the devices the approver's view showed as covered (fresh from Intune); the list's other
+        devices are left out, named only to the requester (*not approved by …*). A view that no longer matches
+        (``covers``) sends nothing and shows the approver the list as it stands."""
+        if covers != seen.digest:
+            note = m.card_bulk_approval_changed()
+            return InvokeAnswer(card=await self.bulk.cards.personal(batch, seen, approver=True, note=note))
+        items = [dict(i) for i in batch.items]
+        for item in items:
+            if item["class"] != "ready":
+                continue
+            fresh = seen.covered.get(item["device"]["id"])
+            if fresh is not None:
+                item["device"] = fresh
+            else:
+                item.update({"class": "not_approved", "detail": m.bulk_not_approved_by(who.name)})
         started = await self.bulk.start(batch, items, reason=batch.reason or "", approver=who)
+        current = started or await self.bulk.batches.get(batch.id) or batch
+        answer = await self.bulk.cards.personal(current, seen.decided())
         if started is None:
-            current = await self.bulk.batches.get(batch.id) or batch
-            return InvokeAnswer(card=await self.bulk.cards.render(current, Viewer.OTHER))
+            return InvokeAnswer(card=answer)
         for row in await self.bulk.batches.rows(batch.id):
             await self.deps.audit.record("approved", actor=who.actor, action=row, requester_id=batch.requester_id)
         if self.deps.notifier is not None:
-            ready = sum(1 for i in items if i["class"] == "ready")
-            await self.deps.notifier.send(batch.reference, text=m.proactive_approved(f"{ready} devices", who.name))
-        return InvokeAnswer(card=await self.bulk.cards.render(started, Viewer.OTHER))
+            await self.deps.notifier.send(batch.reference, text=m.proactive_bulk_approved(who.name))
+        return InvokeAnswer(card=answer)
 
-    async def _reject(self, who: Requester, batch: Batch, data: dict[str, Any]) -> InvokeAnswer:
+    async def _reject(self, who: Requester, batch: Batch, seen: Projection, data: dict[str, Any]) -> InvokeAnswer:
         comment = " ".join(str(data.get(verbs.COMMENT_INPUT) or "").split())[:MAX_COMMENT]
         if not comment:
             note = m.card_reject_needs_comment()
-            return InvokeAnswer(card=await self.bulk.cards.render(batch, Viewer.APPROVER, note=note))
+            return InvokeAnswer(card=await self.bulk.cards.personal(batch, seen, approver=True, note=note))
         updated = await self.bulk.batches.transition(
             batch, CANCELLED, approver_id=who.aad_id, approver_name=who.name, comment=comment
         )
         if updated is None:
             current = await self.bulk.batches.get(batch.id) or batch
-            return InvokeAnswer(card=await self.bulk.cards.render(current, Viewer.OTHER))
+            return InvokeAnswer(card=await self.bulk.cards.personal(current, seen.decided()))
         for item in batch.items:
             if item["class"] == "ready":
                 await self.deps.audit.record(
@@ -125,6 +148,5 @@ class BulkApprovals:
                 )
         await self.bulk.cards.update(batch.id)
         if self.deps.notifier is not None:
-            text = m.proactive_rejected(f"{len(batch.items)} devices", who.name, comment)
-            await self.deps.notifier.send(batch.reference, text=text)
-        return InvokeAnswer(card=await self.bulk.cards.render(updated, Viewer.OTHER))
+            await self.deps.notifier.send(batch.reference, text=m.proactive_bulk_rejected(who.name, comment))
+        return InvokeAnswer(card=await self.bulk.cards.personal(updated, seen.decided()))

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from bot import messages as m
 from bot.batches import CANCELLED, FINISHED, RUNNING, Batch, BatchStore
 from bot.flow.base import Deps, Requester
 from bot.flow.bulk_views import BulkViews
@@ -216,13 +215,8 @@ class Runner:
         if done is None:
             return
         await self.views.final(batch_id)
-        rows = await self.batches.rows(batch_id)
-        states = collections.Counter(r.state for r in rows)
         if self.deps.notifier is not None and done.state == FINISHED:
-            text = m.proactive_bulk_finished(
-                len(rows), states["submitted"] + states["confirmed"], states["failed"], states["unknown"]
-            )
-            await self.deps.notifier.send(done.reference, text=text)
+            await self.deps.notifier.send(done.reference, text=await self.views.finished_text(done))
 
     async def resume(self, batch: Batch) -> None:
         """The sweep found a running batch whose runner's lease ran out (a crash): carry on, never resend."""

@@ -154,11 +154,14 @@ class Info:
         devices = [(b.id, Device.from_snapshot(i["device"])) for b in others for i in b.items if i["class"] == "ready"]
         accesses = await self.deps.rbac.access_many(who.aad_id, [d for _, d in devices]) if devices else []
         allowed = {bid for (bid, _), a in zip(devices, accesses, strict=True) if a.readable and a.decision.allowed}
+        # Someone else's request counts only the devices the viewer may read (bot.flow.bulk_projection).
+        readable = Counter(bid for (bid, _), a in zip(devices, accesses, strict=True) if a.readable)
         shown = [b for b in waiting if b.requester_id == who.aad_id or b.id in allowed]
         rows: list[tuple[str, str, str, float]] = []
         for b in shown:
-            count = sum(1 for i in b.items if i.get("class") == "ready")
-            summary = m.pending_bulk_row(count, b.requester_name, own=b.requester_id == who.aad_id)
+            own = b.requester_id == who.aad_id
+            count = sum(1 for i in b.items if i.get("class") == "ready") if own else readable[b.id]
+            summary = m.pending_bulk_row(count, b.requester_name, own=own)
             rows.append((b.id, m.pending_bulk_label(count), summary, b.expires_at))
         return rows
 

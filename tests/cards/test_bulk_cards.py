@@ -11,7 +11,7 @@ import pytest
 
 from bot import messages as m
 from cards import verbs
-from cards.bulk import MAX_BYTES, MORE_ID, VISIBLE, BulkView, bulk_card
+from cards.bulk import MAX_BYTES, MORE_ID, VISIBLE, BulkView, bulk_card, shared_card
 from cards.info import pending_card
 from tests.cards.test_cards import DEVICE, assert_teams_safe, walk
 
@@ -62,6 +62,10 @@ def bulk_catalogue() -> dict[str, Callable[[], dict[str, Any]]]:
         [("batch-id-1234567890abcd", m.pending_bulk_label(30), m.pending_bulk_row(30, "Alex", own=False), 1.8e9)],
     )
     cards["bulk-note"] = lambda: bulk_card(view("requested", mixed(3), note="Choose a reason"), "requester")
+    for state in STATES:
+        cards[f"bulk-shared-{state}"] = functools.partial(
+            lambda s: shared_card(view(s, mixed(30), is_group=True)), state
+        )
     return cards
 
 
@@ -71,7 +75,8 @@ def test_every_bulk_card_is_teams_safe(name: str) -> None:
     assert_teams_safe(card)
     for node in walk(card):
         if node.get("type") == "Action.Execute":
-            assert set(node["data"]) <= {"batchId", "actionId", "verb"}, node  # never a device in the data
+            # never a device in the data (``covers``: a digest of the devices an approval covers)
+            assert set(node["data"]) <= {"batchId", "actionId", "verb", "covers"}, node
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -112,3 +117,22 @@ def test_hostile_entries_render_as_text() -> None:
     card = bulk_card(view("requested", [dict(item(1, "not_found"), entry=hostile), item(2)]), "requester")
     text = json.dumps(card)
     assert "[click](" not in text and "<at>" not in text and "**bold**" not in text
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_the_shared_card_names_no_device_and_no_count(state: str) -> None:
+    """What every member of a group chat or channel reads (graph-intune.md §16): each person's view comes by refresh."""
+    card = shared_card(view(state, mixed(30), is_group=True, comment="no" if state == "cancelled" else None))
+    text = "\n".join(str(n.get(k)) for n in walk(card) for k in ("text", "title", "fallbackText") if n.get(k))
+    assert "NHS-CART7" not in text and "PF0" not in text and not any(ch.isdigit() for ch in text), text
+    assert [a.get("verb") for a in card["actions"]] == [verbs.REFRESH]
+    assert card["refresh"]["userIds"][0] == "29:alex"  # the requester's own view, in every state
+
+
+def test_an_approver_sees_what_approve_sends() -> None:
+    items = [item(1), item(2), item(3, "not_covered")]
+    card = bulk_card(view("awaiting_approval", items, covers="digest-of-1-and-2"), "approver")
+    approve = card["actions"][0]
+    assert approve["title"] == "Approve 2 of 3 devices" and approve["data"]["covers"] == "digest-of-1-and-2"
+    assert m.BULK_CLASSES["not_covered"] in json.dumps(card)
+    assert bulk_card(view("awaiting_approval", items[:2]), "approver")["actions"][0]["title"] == "Approve 2 devices"
