@@ -4,6 +4,8 @@
   before its POST, by whichever runner gets there first — two instances, or a runner resumed after a crash, never send
   a device twice. A row left in *submitting* by a dead process is reconciled by the sweep like any single request
   (never re-sent); rows still *queued* are sent by the runner that resumes the batch once its lease has run out.
+  The write budget is taken *before* the claim, and the POST follows the claim at once: the submit lease covers the
+  Graph call only, so no wait can outlast it (a lease run out lets the sweep settle the row and free the device).
 * **Throttling.** Writes go through one :class:`WriteBudget` per process: a sliding window of ``BULK_WRITE_BUDGET``
   (default 200 writes per 20 s, Intune's per-app limit, graph-intune.md §10), so a run of 1,000 takes about the
   window's floor and Graph rarely has to say 429. When it does, ``Retry-After`` is honoured (the Graph client waits
@@ -111,15 +113,27 @@ class Runner:
             return Requester(batch.approver_id, batch.approver_name or "", "", batch.tenant_id)
         return Requester(batch.requester_id, batch.requester_name, batch.requester_mri, batch.tenant_id)
 
-    async def _claim(self, row: Action, batch: Batch, source: str) -> Action | None:
+    async def _claim(self, row: Action, batch: Batch, source: str, actor: Requester) -> Action | None:
+        """*source* → *submitting* with the submit lease, its audit entries in the same transaction.
+
+        Called only once the write budget has let this POST through, so the lease covers the POST alone.
+        """
         now = self.deps.clock()
+        request_id = str(uuid.uuid4())
+        audit = self.deps.audit
+        entries = []
+        if source == QUEUED and batch.approver_id is None:  # in peer mode the approval audited each device already
+            requester = Requester(batch.requester_id, batch.requester_name, "", batch.tenant_id)
+            entries.append(audit.entry("confirmed", actor=requester.actor, reason=batch.reason))
+        entries.append(audit.entry("submitted", actor=actor.actor, client_request_id=request_id))
         return await self.deps.store.transition(
             row,
             SUBMITTING,
             from_states=(source,),
             now=now,
+            then=audit.then(*entries),
             lease_until=now + self.submission.lease(),
-            client_request_id=str(uuid.uuid4()),
+            client_request_id=request_id,
             error_code=None,
             error_message=None,
             retryable=False,
@@ -127,22 +141,23 @@ class Runner:
 
     async def _one(self, batch: Batch, row: Action, semaphore: asyncio.Semaphore) -> None:
         async with semaphore:
-            claimed = await self._claim(row, batch, QUEUED)
+            actor = self._actor(batch)
+            # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
+            # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
+            await self.budget.take()
+            claimed = await self._claim(row, batch, QUEUED, actor)
             if claimed is None:
                 return  # cancelled, or another runner took it
-            actor = self._actor(batch)
-            if batch.approver_id is None:  # in peer mode the approval audited each device already
-                requester = Requester(batch.requester_id, batch.requester_name, "", batch.tenant_id)
-                await self.deps.audit.record("confirmed", actor=requester.actor, action=claimed, reason=batch.reason)
-            final = await self.submission.send(claimed, actor, gate=self.budget.take)
+            final = await self.submission.send(claimed, actor)
             attempts = 1
             while final.state == FAILED and final.retryable and attempts < MAX_THROTTLED_ATTEMPTS:
                 attempts += 1
                 await asyncio.sleep(self.deps.settings.graph_retry_after_cap)
-                again = await self._claim(final, batch, FAILED)
+                await self.budget.take()
+                again = await self._claim(final, batch, FAILED, actor)
                 if again is None:
                     break
-                final = await self.submission.send(again, actor, gate=self.budget.take)
+                final = await self.submission.send(again, actor)
             self._sent += 1
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages as m
@@ -80,34 +79,21 @@ class Submission:
         await self.views.supersede_others(updated, confirmed=True)
         if approver is not None:
             await self.views.notify(updated, m.proactive_approved(updated.device_name, approver.name))
-        task = self.deps.spawn(self.send(updated, sender, written_ahead=True))
+        task = self.deps.spawn(self.send(updated, sender))
         done, _ = await asyncio.wait({task}, timeout=self.deps.settings.invoke_budget)
         return InvokeAnswer(card=await self.views.render(task.result() if done else updated, viewer))
 
-    async def send(
-        self,
-        action: Action,
-        actor: Requester,
-        *,
-        written_ahead: bool = False,
-        gate: Callable[[], Awaitable[None]] | None = None,
-    ) -> Action:
-        """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards.
+    async def send(self, action: Action, actor: Requester) -> Action:
+        """Write-ahead already done (*submitting*, its *submitted* audit event in the same transaction). Call Graph
+        once, record the outcome, update the cards.
 
-        ``written_ahead``: the *submitted* audit event was committed with *submitting* (otherwise it is recorded
-        here, before the Graph call). ``gate`` (the bulk runner's write budget) is awaited right before the POST, so
-        the pace it keeps is the pace Graph sees.
+        Nothing may wait between the write-ahead and the POST: the submit lease covers the Graph call only (the bulk
+        runner takes its write budget before it claims a device).
         """
         deps = self.deps
         audit = deps.audit
         wire_reason = deps.settings.reason_map.get(action.reason or "", action.reason or "")
-        if not written_ahead:
-            await audit.record(
-                "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
-            )
         deps.checkpoint("before_graph")
-        if gate is not None:
-            await gate()
         outcome: Action | None
         try:
             response = await deps.graph.deprovision(
