@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import Action, InTransaction, Store, audit_events, serialise_writers
+from bot.store import Action, InTransaction, RowsThen, Store, audit_events, serialise_writers
 
 log = logging.getLogger("bot.audit")
 
@@ -366,6 +366,16 @@ class AuditLog:
         async def append(conn: AsyncConnection, action: Action) -> Callable[[], None]:
             rows = await self.append(conn, entries, action)
             return lambda: self.published(rows)
+
+        return append
+
+    def then_rows(self, entries_for: Callable[[list[Action]], Sequence[Entry]]) -> RowsThen:
+        """Like :meth:`then`, for a change of many rows at once (a bulk request's devices): ``entries_for`` gets the
+        rows the change moved, inside its transaction, and says what to append."""
+
+        async def append(conn: AsyncConnection, rows: list[Action]) -> Callable[[], None]:
+            appended = await self.append(conn, entries_for(rows))
+            return lambda: self.published(appended)
 
         return append
 

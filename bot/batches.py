@@ -25,8 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import INFLIGHT_STATES, QUEUED, Action, Store, actions, metadata
+from bot.store import FAILED, INFLIGHT_STATES, QUEUED, Action, RowsThen, Store, actions, metadata
 
 REQUESTED = "requested"
 AWAITING_APPROVAL = "awaiting_approval"
@@ -161,13 +162,23 @@ class BatchStore:
         updated.state, updated.version, updated.updated_at = new_state, batch.version + 1, now
         return updated
 
-    async def transition(self, batch: Batch, new_state: str, **changes: Any) -> Batch | None:
-        """Compare-and-set on (id, version, state); ``None`` when someone else changed the batch first."""
+    async def transition(
+        self, batch: Batch, new_state: str, *, then: RowsThen | None = None, **changes: Any
+    ) -> Batch | None:
+        """Compare-and-set on (id, version, state); ``None`` when someone else changed the batch first. ``then``
+        (audit events) runs in the same transaction, given no rows, only if the move happened."""
         changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
         now = time.time()
+        committed = None
         async with self.store.write() as conn:
             result = await conn.execute(self._cas(batch, new_state, now, changes))
-        return self._moved(batch, new_state, now, changes) if result.rowcount == 1 else None
+            if result.rowcount != 1:
+                return None
+            if then is not None:
+                committed = await then(conn, [])
+        if committed is not None:
+            committed()
+        return self._moved(batch, new_state, now, changes)
 
     async def start(self, batch: Batch, new_state: str, rows: Sequence[Action], **changes: Any) -> Started:
         """Move the batch (compare-and-set) and write the device rows ahead, in one transaction.
@@ -212,21 +223,54 @@ class BatchStore:
             found = (await conn.execute(query.order_by(actions.c.created_at, actions.c.device_name))).mappings().all()
         return [Action(**dict(r)) for r in found]
 
-    async def cancel_queued(self, batch_id: str, by: str) -> int:
-        """Every device of the batch not yet claimed by the runner: *queued* → *cancelled* (the device is free)."""
+    @staticmethod
+    def runs(batch_id: str) -> sa.ColumnElement[bool]:
+        """SQL: the batch is still *running* — the condition of every claim of one of its devices (a device of a
+        cancelled batch is never sent, whatever rows were left behind)."""
+        return sa.exists().where(batches.c.id == batch_id, batches.c.state == RUNNING)
+
+    async def cancel(self, batch: Batch, by: str, *, then: RowsThen | None = None, **changes: Any) -> Batch | None:
+        """Cancel the batch (compare-and-set) and, in the **same transaction**, every device not sent yet (see
+        :meth:`_cancel_rows`); ``then`` (their audit events) too. ``None`` when someone changed the batch first."""
+        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
+        now = time.time()
+        committed = None
         async with self.store.write() as conn:
-            result = await conn.execute(
-                actions.update()
-                .where(actions.c.batch_id == batch_id, actions.c.state == QUEUED)
-                .values(
-                    state="cancelled",
-                    version=actions.c.version + 1,
-                    inflight_device=None,
-                    approver_name=by,
-                    updated_at=time.time(),
-                )
+            result = await conn.execute(self._cas(batch, CANCELLED, now, changes))
+            if result.rowcount != 1:
+                return None
+            rows = await self._cancel_rows(conn, batch.id, by, now) if batch.state == RUNNING else []
+            if then is not None:
+                committed = await then(conn, rows)
+        if committed is not None:
+            committed()
+        return self._moved(batch, CANCELLED, now, changes)
+
+    async def cancel_left(self, batch_id: str, by: str, *, then: RowsThen | None = None) -> list[Action]:
+        """The devices a cancelled batch still holds back (see :meth:`_cancel_rows`) → *cancelled*."""
+        committed = None
+        async with self.store.write() as conn:
+            rows = await self._cancel_rows(conn, batch_id, by, time.time())
+            if rows and then is not None:
+                committed = await then(conn, rows)
+        if committed is not None:
+            committed()
+        return rows
+
+    @staticmethod
+    async def _cancel_rows(conn: AsyncConnection, batch_id: str, by: str, now: float) -> list[Action]:
+        """Every device of the batch not claimed (*queued*) or waiting for a retry after Graph said "throttled"
+        (*failed*, retryable) → *cancelled*, the device free; returns them as they now stand."""
+        waiting = sa.or_(actions.c.state == QUEUED, sa.and_(actions.c.state == FAILED, actions.c.retryable.is_(True)))
+        result = await conn.execute(
+            actions.update()
+            .where(actions.c.batch_id == batch_id, waiting)
+            .values(
+                state=CANCELLED, version=actions.c.version + 1, inflight_device=None, approver_name=by, updated_at=now
             )
-        return int(result.rowcount or 0)
+            .returning(*actions.columns)
+        )
+        return [Action(**dict(r)) for r in result.mappings().all()]
 
     async def claim_run(self, batch: Batch, until: float, now: float) -> bool:
         """The runner's lease: one instance runs a batch at a time (a crashed one's lease runs out)."""

@@ -20,7 +20,8 @@ import secrets
 from typing import Any
 
 from bot import messages as m
-from bot.batches import AWAITING_APPROVAL, CANCELLED, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
+from bot.audit import Entry
+from bot.batches import AWAITING_APPROVAL, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
 from bot.devices import BatchLookup, Device, clean_query
 from bot.errors import InvalidInput
 from bot.flow.base import ACTION_ID_RE, Conversation, Deps, InvokeAnswer, Reply, Requester, Viewer, base_conversation
@@ -228,18 +229,20 @@ class Bulk:
             await self.views.supersede_others(row, confirmed=True)
 
     async def _cancel(self, who: Requester, batch: Batch) -> InvokeAnswer:
-        updated = await self.batches.transition(batch, CANCELLED, approver_name=who.name)
+        """Cancel: the batch and every device not sent yet, with their audit events, in one transaction."""
+        audit = self.deps.audit
+        ready = [i["device"] for i in batch.items if i["class"] == "ready"]
+
+        def cancelled(rows: list[Action]) -> list[Entry]:
+            if batch.state == RUNNING:
+                return [audit.entry("cancelled", actor=who.actor, action=row) for row in rows]
+            return [audit.entry("cancelled", actor=who.actor, device=d, batch_id=batch.id) for d in ready]
+
+        updated = await self.batches.cancel(batch, who.name, then=audit.then_rows(cancelled), approver_name=who.name)
         if updated is None:
             return InvokeAnswer(card=await self._current(batch, Viewer.REQUESTER))
         if batch.state == RUNNING:
-            await self.batches.cancel_queued(batch.id, who.name)
-            for row in await self.batches.rows(batch.id, "cancelled"):
-                await self.deps.audit.record("cancelled", actor=who.actor, action=row)
             self.runner.start(batch.id)  # finishes it if no runner is left (a crash), else a no-op
-        else:
-            for item in batch.items:
-                if item["class"] == "ready":
-                    await self.deps.audit.record("cancelled", actor=who.actor, device=item["device"], batch_id=batch.id)
         await self.cards.update(batch.id)
         return InvokeAnswer(card=await self.cards.render(updated, Viewer.REQUESTER))
 

@@ -14,7 +14,9 @@
 * **Concurrency.** At most ``BULK_CONCURRENCY`` POSTs in flight per batch.
 * **Ambiguous outcomes** follow the single flow: a timeout or 5xx leaves the device *unknown* and locked, and
   completion tracking settles it from Intune's own record.
-* **Cancel** moves the rows not yet claimed to *cancelled* (bot.batches); their claims then fail.
+* **Cancel** moves the batch and, in the same transaction, the rows not yet claimed (and the throttled ones waiting
+  for a retry) to *cancelled* (bot.batches). A claim needs the batch still *running*, so nothing is sent once the
+  cancel has committed; a device Graph refuses as throttled after that is cancelled instead of retried.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bot.batches import CANCELLED, FINISHED, RUNNING, Batch, BatchStore
 from bot.flow.base import Deps, Requester
 from bot.flow.bulk_views import BulkViews
 from bot.flow.submission import Submission
-from bot.store import FAILED, QUEUED, SUBMITTING, Action
+from bot.store import FAILED, QUEUED, SUBMITTING, Action, State
 
 log = logging.getLogger("bot.workflow")
 
@@ -137,10 +139,17 @@ class Runner:
             error_code=None,
             error_message=None,
             retryable=False,
+            provided=self.batches.runs(batch.id),  # a device of a batch no longer running is never claimed
         )
+
+    async def _runs(self, batch_id: str) -> bool:
+        batch = await self.batches.get(batch_id)
+        return batch is not None and batch.state == RUNNING
 
     async def _one(self, batch: Batch, row: Action, semaphore: asyncio.Semaphore) -> None:
         async with semaphore:
+            if not await self._runs(batch.id):
+                return  # cancelled meanwhile: the devices left are cancelled when the run ends
             actor = self._actor(batch)
             # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
             # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
@@ -148,25 +157,48 @@ class Runner:
             claimed = await self._claim(row, batch, QUEUED, actor)
             if claimed is None:
                 return  # cancelled, or another runner took it
-            final = await self.submission.send(claimed, actor)
-            attempts = 1
-            while final.state == FAILED and final.retryable and attempts < MAX_THROTTLED_ATTEMPTS:
-                attempts += 1
-                await asyncio.sleep(self.deps.settings.graph_retry_after_cap)
-                await self.budget.take()
-                again = await self._claim(final, batch, FAILED, actor)
-                if again is None:
-                    break
-                final = await self.submission.send(again, actor)
+            await self._retry(await self.submission.send(claimed, actor), batch, actor)
             self._sent += 1
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")
+
+    async def _retry(self, final: Action, batch: Batch, actor: Requester) -> Action:
+        """A device Graph refused as throttled is offered again after a pause — only while the batch still runs."""
+        attempts = 1
+        while final.state == FAILED and final.retryable and attempts < MAX_THROTTLED_ATTEMPTS:
+            attempts += 1
+            await asyncio.sleep(self.deps.settings.graph_retry_after_cap)
+            again = None
+            if await self._runs(batch.id):
+                await self.budget.take()
+                again = await self._claim(final, batch, FAILED, actor)
+            if again is None:
+                return await self._no_retry(final, batch)
+            final = await self.submission.send(again, actor)
+        return final
+
+    async def _no_retry(self, row: Action, batch: Batch) -> Action:
+        """The batch stopped (or another claim won): a throttled device of a stopped batch is cancelled, not sent."""
+        if await self._runs(batch.id):
+            return row
+        audit = self.deps.audit
+        cancelled = await self.deps.store.transition(
+            row,
+            State.CANCELLED,
+            then=audit.then(audit.entry("cancelled", actor=None)),
+            approver_name=batch.approver_name,
+        )
+        return cancelled or row
 
     async def _finish(self, batch_id: str) -> None:
         """Every device sent (or cancelled): the batch is finished, its card final, the requester told."""
         batch = await self.batches.get(batch_id)
         if batch is None or batch.finished_at is not None:
             return
+        if batch.state == CANCELLED:  # devices left behind by a cancel (rows the cancel could not see): not sent
+            audit = self.deps.audit
+            left = audit.then_rows(lambda rows: [audit.entry("cancelled", actor=None, action=r) for r in rows])
+            await self.batches.cancel_left(batch_id, batch.approver_name or "", then=left)
         if await self.batches.rows(batch_id, QUEUED, SUBMITTING):
             await self.batches.renew(batch_id, self.deps.clock())  # a crashed runner's row: the sweep resumes
             return

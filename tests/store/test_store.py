@@ -54,6 +54,7 @@ EXPECTED_MACHINE = {
     (SUBMITTING, FAILED),
     (SUBMITTING, UNKNOWN),
     (FAILED, SUBMITTING),  # retry after a throttled request
+    (FAILED, CANCELLED),  # a throttled device of a bulk request, cancelled before its retry
     (UNKNOWN, SUBMITTED),  # reconciled from Graph's deviceActionResults
     (SUBMITTED, CONFIRMED),  # Intune's own record says it was carried out
     (SUBMITTED, FAILED),  # Intune's own record says it failed
