@@ -70,6 +70,7 @@ batches = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("lease_until", sa.Float),  # the instance running it owns it until then (renewed as it goes)
+    sa.Column("lease_owner", sa.String(64)),  # which runner holds that lease (only it renews or releases it)
     sa.Column("finished_at", sa.Float),
 )
 
@@ -97,6 +98,7 @@ class Batch:
     approver_name: str | None = None
     comment: str | None = None
     lease_until: float | None = None
+    lease_owner: str | None = None
     finished_at: float | None = None
 
     @property
@@ -272,8 +274,8 @@ class BatchStore:
         )
         return [Action(**dict(r)) for r in result.mappings().all()]
 
-    async def claim_run(self, batch: Batch, until: float, now: float) -> bool:
-        """The runner's lease: one instance runs a batch at a time (a crashed one's lease runs out)."""
+    async def claim_run(self, batch: Batch, until: float, now: float, owner: str) -> bool:
+        """The runner's lease: one runner (``owner``) runs a batch at a time (a crashed one's lease runs out)."""
         async with self.store.write() as conn:
             result = await conn.execute(
                 batches.update()
@@ -283,13 +285,19 @@ class BatchStore:
                     batches.c.finished_at.is_(None),
                     sa.or_(batches.c.lease_until.is_(None), batches.c.lease_until <= now),
                 )
-                .values(lease_until=until)
+                .values(lease_until=until, lease_owner=owner)
             )
         return bool(result.rowcount == 1)
 
-    async def renew(self, batch_id: str, until: float) -> None:
+    async def renew(self, batch_id: str, until: float, owner: str) -> bool:
+        """Move the lease's end (an end in the past hands the batch to the sweep) — only while ``owner`` holds it."""
         async with self.store.write() as conn:
-            await conn.execute(batches.update().where(batches.c.id == batch_id).values(lease_until=until))
+            result = await conn.execute(
+                batches.update()
+                .where(batches.c.id == batch_id, batches.c.lease_owner == owner)
+                .values(lease_until=until)
+            )
+        return bool(result.rowcount == 1)
 
     async def due(self, now: float, limit: int = 50) -> tuple[list[Batch], list[Batch]]:
         """(open batches past their deadline, running batches whose runner's lease ran out)."""

@@ -27,13 +27,14 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from bot import messages as m
 from bot.batches import CANCELLED, FINISHED, RUNNING, Batch, BatchStore
 from bot.flow.base import Deps, Requester
 from bot.flow.bulk_views import BulkViews
 from bot.flow.submission import Submission
-from bot.store import FAILED, QUEUED, SUBMITTING, Action, State
+from bot.store import FAILED, QUEUED, SUBMITTING, Action, DeviceBusy, State
 
 log = logging.getLogger("bot.workflow")
 
@@ -71,6 +72,16 @@ class WriteBudget:
                 await self._sleep(self._times[0] + self.window - now)
 
 
+@dataclass
+class _Run:
+    """One runner's hold on one batch: the lease's owner token, the batch's concurrency, whether the lease was lost."""
+
+    batch: Batch
+    owner: str
+    semaphore: asyncio.Semaphore
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Runner:
     def __init__(self, deps: Deps, submission: Submission, views: BulkViews, batches: BatchStore) -> None:
         self.deps = deps
@@ -89,26 +100,43 @@ class Runner:
         batch = await self.batches.get(batch_id)
         now = self.deps.clock()
         lease = self.submission.lease()
-        if batch is None or not await self.batches.claim_run(batch, now + lease, now):
+        owner = uuid.uuid4().hex
+        if batch is None or not await self.batches.claim_run(batch, now + lease, now, owner):
             return
-        renewing = asyncio.create_task(self._renew(batch_id, lease))
+        run = _Run(batch, owner, asyncio.Semaphore(self.deps.settings.bulk_concurrency))
+        renewing = asyncio.create_task(self._renew(run, lease))
         try:
-            semaphore = asyncio.Semaphore(self.deps.settings.bulk_concurrency)
             rows = await self.batches.rows(batch_id, QUEUED)
-            await asyncio.gather(*(self._one(batch, row, semaphore) for row in rows))
+            # One device's error is logged and ends only that device: the others run on under this lease.
+            results = await asyncio.gather(*(self._one(run, row) for row in rows), return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.error("bulk device failed", exc_info=result, extra={"batch": batch_id})
             renewing.cancel()
-            await self._finish(batch_id)
+            if not run.lost.is_set():
+                await self._finish(run)
         except Exception:
             log.exception("bulk run failed", extra={"batch": batch_id})
-            await self.batches.renew(batch_id, self.deps.clock())  # let the sweep resume it
+            await self.batches.renew(batch_id, self.deps.clock(), owner)  # let the sweep resume it
         finally:
             renewing.cancel()
 
-    async def _renew(self, batch_id: str, lease: float) -> None:
-        """Keep the batch's lease while this runner works (a dead runner's lease runs out; the sweep resumes)."""
+    async def _renew(self, run: _Run, lease: float) -> None:
+        """Keep the batch's lease while this runner works (a dead runner's lease runs out; the sweep resumes).
+
+        A lease another runner has taken meanwhile (this one stalled past it) is never extended: this runner then
+        stops claiming devices and leaves the batch to the new owner."""
         while True:
             await asyncio.sleep(lease / 3)
-            await self.batches.renew(batch_id, self.deps.clock() + lease)
+            try:
+                renewed = await self.batches.renew(run.batch.id, self.deps.clock() + lease, run.owner)
+            except Exception:
+                log.exception("bulk lease renewal failed", extra={"batch": run.batch.id})
+                continue
+            if not renewed:
+                log.warning("bulk lease lost", extra={"batch": run.batch.id})
+                run.lost.set()
+                return
 
     def _actor(self, batch: Batch) -> Requester:
         if batch.approver_id:
@@ -146,14 +174,17 @@ class Runner:
         batch = await self.batches.get(batch_id)
         return batch is not None and batch.state == RUNNING
 
-    async def _one(self, batch: Batch, row: Action, semaphore: asyncio.Semaphore) -> None:
-        async with semaphore:
-            if not await self._runs(batch.id):
-                return  # cancelled meanwhile: the devices left are cancelled when the run ends
+    async def _one(self, run: _Run, row: Action) -> None:
+        batch = run.batch
+        async with run.semaphore:
+            if run.lost.is_set() or not await self._runs(batch.id):
+                return  # cancelled meanwhile (the devices left are cancelled when the run ends), or not ours now
             actor = self._actor(batch)
             # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
             # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
             await self.budget.take()
+            if run.lost.is_set():
+                return
             claimed = await self._claim(row, batch, QUEUED, actor)
             if claimed is None:
                 return  # cancelled, or another runner took it
@@ -171,7 +202,10 @@ class Runner:
             again = None
             if await self._runs(batch.id):
                 await self.budget.take()
-                again = await self._claim(final, batch, FAILED, actor)
+                try:
+                    again = await self._claim(final, batch, FAILED, actor)
+                except DeviceBusy:  # another request took the device meanwhile: it stays failed here
+                    return final
             if again is None:
                 return await self._no_retry(final, batch)
             final = await self.submission.send(again, actor)
@@ -190,8 +224,9 @@ class Runner:
         )
         return cancelled or row
 
-    async def _finish(self, batch_id: str) -> None:
+    async def _finish(self, run: _Run) -> None:
         """Every device sent (or cancelled): the batch is finished, its card final, the requester told."""
+        batch_id = run.batch.id
         batch = await self.batches.get(batch_id)
         if batch is None or batch.finished_at is not None:
             return
@@ -199,14 +234,14 @@ class Runner:
             audit = self.deps.audit
             left = audit.then_rows(lambda rows: [audit.entry("cancelled", actor=None, action=r) for r in rows])
             await self.batches.cancel_left(batch_id, batch.approver_name or "", then=left)
-        if await self.batches.rows(batch_id, QUEUED, SUBMITTING):
-            await self.batches.renew(batch_id, self.deps.clock())  # a crashed runner's row: the sweep resumes
+        if await self.batches.rows(batch_id, QUEUED, SUBMITTING):  # a crashed runner's row: the sweep resumes
+            await self.batches.renew(batch_id, self.deps.clock(), run.owner)
             return
         now = self.deps.clock()
         if batch.state == RUNNING:
-            done = await self.batches.transition(batch, FINISHED, finished_at=now, lease_until=None)
+            done = await self.batches.transition(batch, FINISHED, finished_at=now, lease_until=None, lease_owner=None)
         elif batch.state == CANCELLED:
-            done = await self.batches.transition(batch, CANCELLED, finished_at=now, lease_until=None)
+            done = await self.batches.transition(batch, CANCELLED, finished_at=now, lease_until=None, lease_owner=None)
         else:
             done = None
         if done is None:
@@ -219,7 +254,3 @@ class Runner:
                 len(rows), states["submitted"] + states["confirmed"], states["failed"], states["unknown"]
             )
             await self.deps.notifier.send(done.reference, text=text)
-
-    async def resume(self, batch: Batch) -> None:
-        """The sweep found a running batch whose runner's lease ran out (a crash): carry on, never resend."""
-        await self.run(batch.id)

@@ -125,3 +125,33 @@ async def test_a_batch_no_longer_running_sends_none_of_its_queued_devices(
     assert done.state == BATCH_CANCELLED
     assert {r.state for r in rows} == {SUBMITTED, CANCELLED}
     assert len([r for r in rows if r.state == SUBMITTED]) == len(sim.deprovision_posts())
+
+
+async def test_a_device_taken_while_its_retry_waits_does_not_break_the_run(
+    make_bot: BotFactory, sim: Simulator, connector: Connector
+) -> None:
+    """Review finding 10: one device's error (here the device was taken by a single request while its throttled
+    retry waited) must not end the run early and hand the batch to a second runner; the run finishes by itself."""
+    bot = await make_bot(
+        BULK_CONCURRENCY="2",
+        BULK_WRITE_BUDGET="100/1s",
+        GRAPH_RETRY_AFTER_CAP="3",
+        GRAPH_MAX_RETRY_WAIT="0.1",
+        SWEEP_INTERVAL="1h",
+    )
+    sim.control.write_limit = (1, 30.0)
+    _card, batch_id, _ = bulk_card(await bot.say(ALEX, "deprovision " + ", ".join(CART[:2])))
+    await bot.click(ALEX, "bulk.confirm", {"batchId": batch_id, "reason": REASON})
+    rows = await wait_rows(bot, batch_id, lambda rows: any(r.state == FAILED and r.retryable for r in rows), timeout=10)
+    [throttled] = [r for r in rows if r.state == FAILED]
+    sim.control.write_limit = None
+    replies = await bot.say(ALEX, f"deprovision {throttled.device_serial}")
+    single = action_id_of(replies[-1].cards[0])
+    await bot.click(ALEX, "deprovision.confirm", {"actionId": single, "reason": REASON})
+    held = await bot.running.store.get(single)
+    assert held is not None and held.state == SUBMITTED  # the single request holds the device now
+    batch = await finished(bot, batch_id, timeout=8)
+    assert batch.state == "finished" and batch.lease_until is None
+    assert (await bot.running.workflow.sweep())["bulk_resumed"] == 0
+    attempts = deprovision_attempts(sim)
+    assert set(attempts.values()) <= {1, 2} and sum(1 for c in sim.deprovision_posts()) == 2, attempts

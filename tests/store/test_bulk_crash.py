@@ -162,3 +162,20 @@ async def test_two_instances_on_postgres_send_each_device_once(
             assert batch.finished_at is not None
         finally:
             await store.close()
+
+
+async def test_a_runner_that_lost_its_lease_can_neither_renew_nor_release_it(store: Store) -> None:
+    """Review finding 10: the batch lease names its owner. A runner whose lease ran out and was taken by another
+    (after a stall, say) cannot extend or drop the new owner's lease."""
+    batches = BatchStore(store)
+    batch = await batches.create(
+        Batch(id="b" * 24, tenant_id="t", state="running", requester_id="r", created_at=0, updated_at=0, expires_at=9)
+    )
+    assert await batches.claim_run(batch, 100.0, 50.0, "runner-a")
+    assert not await batches.claim_run(batch, 160.0, 99.0, "runner-b")  # A's lease still holds
+    assert await batches.claim_run(batch, 200.0, 150.0, "runner-b")  # ran out: B takes over
+    assert not await batches.renew(batch.id, 300.0, "runner-a")
+    assert not await batches.renew(batch.id, 0.0, "runner-a")  # A cannot hand B's batch to the sweep either
+    current = await batches.get(batch.id)
+    assert current is not None and current.lease_until == 200.0
+    assert await batches.renew(batch.id, 260.0, "runner-b")
