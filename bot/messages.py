@@ -674,6 +674,7 @@ BULK_RESULTS: dict[str, str] = {
     "failed": "failed",
     "unknown": "outcome unknown — checking",
     "cancelled": "not sent (cancelled)",
+    "expired": "not sent (expired before it could be sent)",
 }
 BULK_SHOW_ALL = "Show all"
 BULK_TITLE_NOTHING = "Nothing to deprovision in that list"

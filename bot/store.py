@@ -12,7 +12,8 @@ States::
 
 A device of a bulk request (bot.batches) starts in *queued* — written ahead when the request is confirmed, holding the
 device — and the bulk runner claims it (*queued* → *submitting*) or a cancel releases it (*queued* → *cancelled*; a
-throttled device waiting for its retry too, *failed* → *cancelled*).
+throttled device waiting for its retry too, *failed* → *cancelled*); one not sent within ``ACTION_TTL`` of the
+confirm expires (*queued* → *expired*).
 
 *submitted* means Intune accepted the request (204); *confirmed* that Intune's own record says it was carried out.
 An *unknown* write keeps its device locked until Intune's record (or an operator) settles it.
@@ -96,7 +97,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     EXPIRED: (),
     CONFIRMED: (),
     SUPERSEDED: (),
-    QUEUED: (SUBMITTING, CANCELLED),  # the bulk runner claims it, or the bulk request is cancelled first
+    QUEUED: (SUBMITTING, CANCELLED, EXPIRED),  # the bulk runner claims it; the request is cancelled; ACTION_TTL passed
 }
 
 actions = sa.Table(

@@ -12,6 +12,8 @@
   within ``GRAPH_MAX_RETRY_WAIT``; a device Graph still refuses is tried again after the budget allows). Other
   instances' writes are not counted here: their 429s are honoured the same way.
 * **Concurrency.** At most ``BULK_CONCURRENCY`` POSTs in flight per batch.
+* **Expiry.** A device still *queued* ``ACTION_TTL`` after the confirm (or the approval) is not sent on the role
+  decision made then: it expires (after an outage longer than that, say).
 * **Ambiguous outcomes** follow the single flow: a timeout or 5xx leaves the device *unknown* and locked, and
   completion tracking settles it from Intune's own record.
 * **Cancel** moves the batch and, in the same transaction, the rows not yet claimed (and the throttled ones waiting
@@ -182,8 +184,10 @@ class Runner:
             actor = self._actor(batch)
             # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
             # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
+            if await self._expired(row):
+                return
             await self.budget.take()
-            if run.lost.is_set():
+            if run.lost.is_set() or await self._expired(row):
                 return
             claimed = await self._claim(row, batch, QUEUED, actor)
             if claimed is None:
@@ -192,6 +196,15 @@ class Runner:
             self._sent += 1
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")
+
+    async def _expired(self, row: Action) -> bool:
+        """A device still queued ``ACTION_TTL`` after the confirm (or approval) is not sent on the role decision made
+        then (after an outage, say): it expires, visibly on the card and on the audit trail."""
+        if self.deps.clock() < row.expires_at:
+            return False
+        audit = self.deps.audit
+        await self.deps.store.transition(row, State.EXPIRED, then=audit.then(audit.entry("expired", actor=None)))
+        return True
 
     async def _retry(self, final: Action, batch: Batch, actor: Requester) -> Action:
         """A device Graph refused as throttled is offered again after a pause — only while the batch still runs."""

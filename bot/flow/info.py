@@ -108,7 +108,7 @@ class Info:
                 states["submitted"] + states["confirmed"],
                 states["failed"],
                 states["unknown"],
-                states["cancelled"],
+                states["cancelled"] + states["expired"],
                 m.state_label(batch.state),
                 batch.requester_name,
             )

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bot import messages as m
 from bot.audit import AuditLog, load_audit_key
 from bot.batches import Batch, BatchStore
-from bot.store import QUEUED, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
+from bot.store import EXPIRED, QUEUED, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
 from cards import verbs
 from simulator import Simulator
-from tests.harness import ALEX, CARD, Connector, activity, env_for
+from tests.harness import ALEX, CARD, Connector, activity, card_text, env_for
 from tests.scenarios.test_bulk import CART, add_cart
 from tests.store.processes import BotProcess, bot_processes, new_process
 from tests.store.test_crash import FAST, LEASE
@@ -114,6 +117,47 @@ async def test_killed_mid_run_resumes_and_sends_every_device_once(
             for row in rows:
                 events = [e["event"] for e in await audit.for_action(row.id)]
                 assert events == ["confirmed", "submitted", "succeeded"], (row.device_name, events)
+        finally:
+            await store.close()
+
+
+async def test_devices_still_queued_past_action_ttl_expire_instead_of_being_sent(
+    sim: Simulator, connector: Connector, database_url: str, tmp_path: Path
+) -> None:
+    """Review finding 7: after an outage longer than ACTION_TTL (counted from the confirm), the devices still queued
+    are not sent on the role decision made back then: the resumed run expires them, visibly and on the audit trail."""
+    env = env_for(sim, database_url, **FAST, BULK_CONCURRENCY="1", ACTION_TTL="4")
+    async with bot_processes() as started:
+        crashing = new_process(
+            started, "bulk-crash", {**env, "BOT_TEST_CRASH_POINT": "bulk_after_3"}, tmp_path, connector
+        )
+        await crashing.start()
+        batch_id = await request(crashing, CART[:10])
+        # The run may reach the crash point before the click's answer is written.
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            await crashing.post(confirm(connector, batch_id))
+        assert await crashing.wait_exit(30) == 137, crashing.log_tail()
+
+        store = await Store.open(database_url)
+        try:
+            batches = BatchStore(store)
+            rows = await batches.rows(batch_id)
+            assert collections.Counter(r.state for r in rows) == {SUBMITTED: 3, QUEUED: 7}
+            await asyncio.sleep(max(0.0, max(r.expires_at for r in rows) - time.time()) + 0.2)  # a long outage
+
+            restarted = new_process(started, "bulk-restarted", env, tmp_path, connector)
+            await restarted.start()
+            batch = await batch_when(batches, batch_id, "finished", LEASE + 30)
+            rows = await batches.rows(batch_id)
+            assert collections.Counter(r.state for r in rows) == {SUBMITTED: 3, EXPIRED: 7}, batch
+            assert sum(posts_per_device(sim).values()) == 3
+            final = await connector.wait_for(lambda c: [a for a in c.updates() if "finished" in card_text(a.cards[0])])
+            assert card_text(final[-1].cards[0]).count(m.BULK_RESULTS[EXPIRED]) == 7
+            audit = AuditLog(store, load_audit_key(None, database_url))
+            for row in rows:
+                if row.state == EXPIRED:
+                    events = [e["event"] for e in await audit.for_action(row.id)]
+                    assert events[-1] == "expired", (row.device_name, events)
         finally:
             await store.close()
 

@@ -62,6 +62,7 @@ EXPECTED_MACHINE = {
     (UNKNOWN, FAILED),  # an ambiguous write Intune never recorded (or reports failed)
     (QUEUED, SUBMITTING),  # the bulk runner claims a device written ahead
     (QUEUED, CANCELLED),  # the bulk request was cancelled before the device was sent
+    (QUEUED, EXPIRED),  # not sent within ACTION_TTL of the confirm (an outage): the old decision is not used
 }
 ALLOWED = sorted(EXPECTED_MACHINE)
 DISALLOWED = [(src, dst) for src in STATES for dst in STATES if dst != src and (src, dst) not in EXPECTED_MACHINE]
