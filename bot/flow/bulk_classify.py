@@ -2,8 +2,9 @@
 
 Only devices the requester may read (graph-intune.md §16) get a class other than *not found*: a device that exists but
 is not readable is indistinguishable from one that does not exist — same class, same text, no OS, no state, no
-denial. The role checks of all devices go in one :meth:`~bot.rbac.RbacChecker.access_many` pass ($batch, ≤ 20 per
-request, side by side) and the in-flight check in one query.
+denial, no "too many matches" (an entry whose answer was too long to check is *incomplete* only when some of the
+matches checked are readable). The role checks of all devices go in one :meth:`~bot.rbac.RbacChecker.access_many`
+pass ($batch, ≤ 20 per request, side by side) and the in-flight check in one query.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ async def classify(deps: Deps, batches: BatchStore, who: Requester, results: lis
         found = [d for d in ([result.device] if result.device else result.candidates) if accesses[d.id].readable]
         item: Item = {"entry": result.query, "class": "not_found"}
         if result.incomplete:
-            item["class"] = "incomplete"
+            if found:  # only readable matches may say "too many"; unreadable ones are a device that does not exist
+                item["class"] = "incomplete"
         elif len(found) > 1:
             item.update({"class": "ambiguous", "detail": m.bulk_ambiguous([d.serial for d in found], len(found))})
         elif found:

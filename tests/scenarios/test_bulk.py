@@ -171,6 +171,32 @@ async def test_unreadable_and_missing_devices_are_indistinguishable(make_bot: Bo
     assert not sim.deprovision_posts()
 
 
+async def test_too_many_matches_is_said_only_of_devices_the_requester_may_read(
+    make_bot: BotFactory, sim: Simulator
+) -> None:
+    """Review finding 6: 101 Riverside devices share a name. Whoever may read none of them learns nothing from it —
+    the same answer as for a name that does not exist; only someone who may read them hears "too many matches"."""
+    bot = await make_bot()
+    template = sim.state.devices[device_id(sim, "RMS-LOANER-01")]
+    for i in range(101):
+        spare = copy.deepcopy(template)
+        spare.update(
+            id=str(uuid.uuid4()),
+            deviceName="RMS-SPARE",
+            serialNumber=f"SPARE{i:04d}",
+            azureADDeviceId=str(uuid.uuid4()),
+            deviceActionResults=[],
+        )
+        sim.state.devices[spare["id"]] = spare
+    for who in (LYNNE, ADELE):  # Lynne may read nothing, Adele only Northside
+        spares = card_text(bulk_card(await bot.say(who, "deprovision\nRMS-SPARE\nNO-SUCH-THING"))[0])
+        missing = card_text(bulk_card(await bot.say(who, "deprovision\nNO-SUCH-SPARE\nNO-SUCH-THING"))[0])
+        assert spares.replace("RMS-SPARE", "X") == missing.replace("NO-SUCH-SPARE", "X"), who.name
+        assert m.BULK_CLASSES["incomplete"] not in spares
+    spares = card_text(bulk_card(await bot.say(ALEX, "deprovision\nRMS-SPARE\nNO-SUCH-THING"))[0])
+    assert m.BULK_CLASSES["incomplete"] in spares  # Alex may read them: the list is too long to check safely
+
+
 async def test_bad_lists_get_clear_answers_and_send_nothing(make_bot: BotFactory, sim: Simulator) -> None:
     bot = await make_bot(BULK_MAX="100")
     for text, expected in [
