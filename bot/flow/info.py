@@ -7,11 +7,12 @@ bulk request as one line with its counts; ``history <device>`` shows that device
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from bot import messages as m
-from bot.batches import BatchStore
+from bot.batches import Batch, BatchStore
 from bot.devices import Device
 from bot.flow.base import Deps, Reply, Requester
 from bot.flow.submission import chrome_state
@@ -125,12 +126,21 @@ class Info:
         return [a for a in items if a.device_id in readable]
 
     async def pending(self, who: Requester) -> Reply:
-        """The viewer's own waiting requests and those they may approve — nothing else in the tenant."""
+        """The viewer's own waiting requests and those they may approve — nothing else in the tenant.
+
+        When bulk requests of others wait, whether the viewer may read devices at all is checked first (anyone can
+        type ``pending``; someone who may not gets only their own, at the cost of that one check and nothing per
+        device). The single requests alone (at most 20) are checked in one pass, as before.
+        """
         waiting = await self.deps.store.awaiting_approval(who.tenant_id)
+        batches = await self.batches.awaiting(who.tenant_id)
         mine = [a for a in waiting if a.requester_id == who.aad_id]
         others = [a for a in waiting if a.requester_id != who.aad_id]
+        others_bulk = [b for b in batches if b.requester_id != who.aad_id]
+        if others_bulk and not await self.deps.rbac.can_read_devices(who.aad_id):
+            others, others_bulk = [], []
         items = mine + (await self._approvable(who, others) if others else [])
-        bulk = await self._pending_bulk(who)
+        bulk = await self._pending_bulk(who, [b for b in batches if b.requester_id == who.aad_id], others_bulk)
         if not items and not bulk:
             return Reply(text=m.pending_empty())
         summary = [
@@ -144,19 +154,31 @@ class Info:
         ]
         return Reply(card=pending_card(m.pending_title(len(items) + len(bulk)), summary, bulk))
 
-    async def _pending_bulk(self, who: Requester) -> list[tuple[str, str, str, float]]:
-        """Bulk requests waiting for approval: the viewer's own, and those covering a device they may approve."""
-        waiting = await self.batches.awaiting(who.tenant_id)
-        others = [b for b in waiting if b.requester_id != who.aad_id]
+    async def _pending_bulk(
+        self, who: Requester, mine: list[Batch], others: list[Batch]
+    ) -> list[tuple[str, str, str, float]]:
+        """Bulk requests waiting for approval: the viewer's own, and those covering a device they may approve.
+
+        The role checks are bounded: each device once, at most ``BULK_MAX`` of them, taken in turn from every waiting
+        request (its first device, then its second, …) so that each request is looked at.
+        """
         group = self.deps.settings.approver_group_id
         if others and group and not await self.deps.rbac.is_group_member(who.aad_id, group):
             others = []
-        devices = [(b.id, Device.from_snapshot(i["device"])) for b in others for i in b.items if i["class"] == "ready"]
-        accesses = await self.deps.rbac.access_many(who.aad_id, [d for _, d in devices]) if devices else []
-        allowed = {bid for (bid, _), a in zip(devices, accesses, strict=True) if a.readable and a.decision.allowed}
-        shown = [b for b in waiting if b.requester_id == who.aad_id or b.id in allowed]
+        devices: dict[str, Device] = {}
+        for tier in itertools.zip_longest(*([i["device"] for i in b.items if i["class"] == "ready"] for b in others)):
+            for snapshot in tier:
+                if snapshot is not None and len(devices) < self.deps.settings.bulk_max:
+                    devices.setdefault(snapshot["id"], Device.from_snapshot(snapshot))
+        accesses = await self.deps.rbac.access_many(who.aad_id, list(devices.values())) if devices else []
+        allowed = {
+            device_id
+            for (device_id, device), access in zip(devices.items(), accesses, strict=True)
+            if access.readable and access.decision.allowed and device.is_chromeos
+        }
+        covered = {b.id for b in others if any(i["class"] == "ready" and i["device"]["id"] in allowed for i in b.items)}
         rows: list[tuple[str, str, str, float]] = []
-        for b in shown:
+        for b in sorted([*mine, *(b for b in others if b.id in covered)], key=lambda b: b.created_at):
             count = sum(1 for i in b.items if i.get("class") == "ready")
             summary = m.pending_bulk_row(count, b.requester_name, own=b.requester_id == who.aad_id)
             rows.append((b.id, m.pending_bulk_label(count), summary, b.expires_at))

@@ -339,3 +339,33 @@ async def test_an_approver_in_another_chat_finds_the_bulk_request_with_pending(
     assert m.BULK_TITLE_REJECTED in card_text(rejected) and "not this term" in card_text(rejected)
     assert not sim.deprovision_posts()
     assert (await bot.say(ADELE, "pending"))[-1].text == m.pending_empty()
+
+
+async def test_pending_checks_no_devices_for_someone_without_a_role_and_a_bounded_number_for_others(
+    make_bot: BotFactory, sim: Simulator
+) -> None:
+    """Review finding 8: ``pending`` must not let anyone trigger role checks over every device of every waiting bulk
+    request. Someone who may read no device costs one round trip; an approver's checks are bounded (at most
+    ``BULK_MAX`` devices, each once, spread over the waiting requests), and every request they may approve is listed."""
+    bot = await make_bot(APPROVAL_MODE="peer", BULK_MAX="30")
+
+    async def ask() -> None:
+        _c, batch_id, _ = bulk_card(await bot.say(ALEX, "deprovision " + ", ".join(CART)))
+        await bot.click(ALEX, "bulk.confirm", {"batchId": batch_id, "reason": REASON})
+
+    async def pending(who: Any) -> tuple[Any, int, int]:
+        """The reply, the Graph round trips and the Graph requests (sub-requests of a $batch included) it cost."""
+        calls, trips = len(sim.calls), len(sim.round_trips())
+        reply = (await bot.say(who, "pending"))[-1]
+        return reply, len(sim.round_trips()) - trips, len(sim.calls) - calls
+
+    await ask()
+    _reply, _trips, one_request = await pending(ADELE)
+    await ask()
+    await ask()  # three requests waiting, 90 devices listed
+    reply, _trips, three_requests = await pending(ADELE)
+    assert card_text(reply.cards[0]).count("Bulk request, 30 devices") == 3
+    assert three_requests <= one_request, (one_request, three_requests)
+    reply, trips, _calls = await pending(LYNNE)
+    assert reply.text == m.pending_empty()
+    assert trips <= 1, trips  # may she read devices at all: one round trip, nothing per device
