@@ -61,6 +61,7 @@ EVENTS = (
     "cancelled",
     "expired",
     "superseded",  # a newer request for the device replaced it, or another request for it was confirmed
+    "dropped",  # a device of a bulk request left out at its confirm or approval (changed, not approved, taken)
     "sealed",  # the first keyed row after rows written before AUDIT_KEY existed (see AuditLog.seal)
 )
 _HASHED = (
@@ -349,14 +350,18 @@ class AuditLog:
 
     async def record_entry(self, entry: Entry) -> int:
         """Append ``entry`` (from :meth:`entry`) in its own transaction; returns its sequence number."""
+        return int((await self.record_entries([entry]))[0]["seq"])
+
+    async def record_entries(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """Append ``entries`` together in their own transaction; returns the rows."""
         for _attempt in range(50):
             try:
                 async with self._store.write() as conn:
-                    rows = await self.append(conn, [entry])
+                    rows = await self.append(conn, entries)
             except IntegrityError:
                 continue  # another writer took this seq (a database without the lock): re-read the head
             self.published(rows)
-            return int(rows[0]["seq"])
+            return rows
         raise RuntimeError("could not append to the audit trail")
 
     def then(self, *entries: Entry) -> InTransaction:

@@ -137,10 +137,16 @@ class BatchStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def create(self, batch: Batch) -> Batch:
+    async def create(self, batch: Batch, *, then: RowsThen | None = None) -> Batch:
+        """Insert a new batch; ``then`` (its audit events, given no rows) runs in the same transaction."""
         values = {k: v for k, v in batch.__dict__.items() if k in _FIELDS}
+        committed = None
         async with self.store.write() as conn:
             await conn.execute(batches.insert().values(**values))
+            if then is not None:
+                committed = await then(conn, [])
+        if committed is not None:
+            committed()
         return batch
 
     async def get(self, batch_id: str) -> Batch | None:
@@ -182,8 +188,11 @@ class BatchStore:
             committed()
         return self._moved(batch, new_state, now, changes)
 
-    async def start(self, batch: Batch, new_state: str, rows: Sequence[Action], **changes: Any) -> Started:
-        """Move the batch (compare-and-set) and write the device rows ahead, in one transaction.
+    async def start(
+        self, batch: Batch, new_state: str, rows: Sequence[Action], *, then: RowsThen | None = None, **changes: Any
+    ) -> Started:
+        """Move the batch (compare-and-set) and write the device rows ahead, in one transaction; ``then`` (their
+        audit events, given the rows written) too.
 
         Devices that another action holds by now are left out and returned as ``busy``. A device taken between the
         read and the insert (a unique violation on ``inflight_device``) rolls everything back, and it is tried again.
@@ -204,8 +213,11 @@ class BatchStore:
                     free = [r for r in rows if r.device_id not in busy]
                     if free:
                         await conn.execute(actions.insert(), [_row(r) for r in free])
+                    committed = await then(conn, free) if then is not None else None
             except IntegrityError:
                 continue
+            if committed is not None:
+                committed()
             return Started(self._moved(batch, new_state, now, changes), free, sorted(busy))
         return Started(None)
 

@@ -44,8 +44,6 @@ class BulkApprovals:
         if started is None:
             current = await self.bulk.batches.get(batch.id) or batch
             return InvokeAnswer(card=await self.bulk.cards.render(current, Viewer.OTHER))
-        for row in await self.bulk.batches.rows(batch.id):
-            await self.deps.audit.record("approved", actor=who.actor, action=row, requester_id=batch.requester_id)
         if self.deps.notifier is not None:
             ready = sum(1 for i in items if i["class"] == "ready")
             await self.deps.notifier.send(batch.reference, text=m.proactive_approved(f"{ready} devices", who.name))

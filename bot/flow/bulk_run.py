@@ -146,24 +146,21 @@ class Runner:
         return Requester(batch.requester_id, batch.requester_name, batch.requester_mri, batch.tenant_id)
 
     async def _claim(self, row: Action, batch: Batch, source: str, actor: Requester) -> Action | None:
-        """*source* → *submitting* with the submit lease, its audit entries in the same transaction.
+        """*source* → *submitting* with the submit lease, its *submitted* audit event in the same transaction (the
+        confirm or approval was audited when the device was written ahead).
 
         Called only once the write budget has let this POST through, so the lease covers the POST alone.
         """
         now = self.deps.clock()
         request_id = str(uuid.uuid4())
         audit = self.deps.audit
-        entries = []
-        if source == QUEUED and batch.approver_id is None:  # in peer mode the approval audited each device already
-            requester = Requester(batch.requester_id, batch.requester_name, "", batch.tenant_id)
-            entries.append(audit.entry("confirmed", actor=requester.actor, reason=batch.reason))
-        entries.append(audit.entry("submitted", actor=actor.actor, client_request_id=request_id))
+        submitted = audit.entry("submitted", actor=actor.actor, client_request_id=request_id)
         return await self.deps.store.transition(
             row,
             SUBMITTING,
             from_states=(source,),
             now=now,
-            then=audit.then(*entries),
+            then=audit.then(submitted),
             lease_until=now + self.submission.lease(),
             client_request_id=request_id,
             error_code=None,

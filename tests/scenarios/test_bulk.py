@@ -168,6 +168,10 @@ async def test_unreadable_and_missing_devices_are_indistinguishable(make_bot: Bo
     # Megan may read but not deprovision: she learns why, and gets no button.
     card, batch_id, _ = bulk_card(await bot.say(MEGAN, "deprovision NHS-CART7-01, NHS-CART7-02, NO-SUCH-A"))
     assert m.BULK_CLASSES["denied"] in card_text(card) and not batch_id and not verbs_in(card)
+    # Each denial is audited, and under no batch id: nothing was kept to look one up by.
+    denied = [e async for e in bot.running.audit.rows() if e["event"] == "denied"]
+    assert sorted(e["device_name"] for e in denied) == ["NHS-CART7-01", "NHS-CART7-02"]
+    assert all("batch_id" not in json.loads(e["details"]) for e in denied), denied
     assert not sim.deprovision_posts()
 
 
@@ -240,6 +244,13 @@ async def test_cancel_mid_run_stops_the_devices_not_yet_sent(
     assert 3 <= len(sent) < 30 and len(sent) + len([r for r in rows if r.state == CANCELLED]) == 30
     await asyncio.sleep(0.5)
     assert len(sim.deprovision_posts()) == len(sent)
+    # Audit: every device was confirmed at the click, the ones not sent were cancelled — nothing else.
+    for row in rows:
+        events = [e["event"] for e in await bot.running.audit.for_action(row.id)]
+        if row.state == CANCELLED:
+            assert events == ["confirmed", "cancelled"], (row.device_name, events)
+        else:
+            assert events[:3] == ["confirmed", "submitted", "succeeded"], (row.device_name, events)
     # The cancelled devices are free again.
     free = next(r for r in rows if r.state == CANCELLED)
     replies = await bot.say(ALEX, f"deprovision {free.device_serial}")
@@ -298,6 +309,13 @@ async def test_peer_approval_of_a_batch_drops_what_the_approver_may_not_approve(
     batch = await BatchStore(bot.running.store).get(batch_id)
     assert batch is not None
     assert [i["entry"] for i in batch.items if i["class"] == "not_approved"] == ["RMS-LOANER-01"]
+    # Audit: each device approved before it was submitted; the device left out is on record, with the batch.
+    for row in rows:
+        events = [e["event"] for e in await bot.running.audit.for_action(row.id)]
+        assert events[:3] == ["approved", "submitted", "succeeded"], (row.device_name, events)
+    dropped = [e async for e in bot.running.audit.rows() if e["event"] == "dropped"]
+    assert [(e["device_name"], e["actor_name"]) for e in dropped] == [("RMS-LOANER-01", "Adele Vance")]
+    assert json.loads(dropped[0]["details"]) == {"batch_id": batch_id, "why": "not_approved"}
     final = await connector.wait_for(
         lambda c: [u for u in c.updates(message_id) if "finished" in card_text(u.cards[0])], timeout=15
     )
