@@ -593,6 +593,8 @@ def state_label(state: str) -> str:
         "confirmed": "deprovisioned (Intune confirmed)",
         "superseded": "superseded by a newer request",
         "queued": "queued in a bulk request",
+        "running": "in progress",  # a bulk request whose devices are being sent
+        "finished": "completed",  # a bulk request whose devices have all been sent (or settled)
     }.get(state, state)
 
 

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from bot import messages as m
-from bot.batches import BatchStore
+from bot.batches import FINISHED, RUNNING, BatchStore
 from bot.store import CANCELLED, QUEUED, SUBMITTED
 from cards.deprovision import message_card
 from simulator import Simulator
@@ -152,6 +152,9 @@ async def test_mixed_list_is_classified_and_confirm_posts_each_ready_device_once
     # history: the bulk request is one line; history <device> shows the device's own line.
     history = card_text((await bot.say(ADELE, "history"))[-1].cards[0])
     assert "Bulk request, 22 devices" in history and "sent 22" in history
+    # The batch's state in words (review finding 11), not its stored name.
+    assert m.state_label(FINISHED) != FINISHED and m.state_label(RUNNING) != RUNNING
+    assert f"22 devices — {m.state_label(FINISHED)} —" in history
     device_history = card_text((await bot.say(ADELE, "history NHS-CART7-05"))[-1].cards[0])
     assert "NHS-CART7-05" in device_history
 
