@@ -13,6 +13,10 @@ any in-flight state) in the **same transaction** as the batch's compare-and-set 
 confirmations (or two instances) can never write the rows twice. The runner then claims each row by
 compare-and-set (*queued* → *submitting*, with a lease) before its POST; from there the single-device machinery
 (reconciliation of stale *submitting* rows, completion tracking) applies to each row unchanged.
+
+A cancel moves the batch and every device not sent yet (*queued*, or *failed* and waiting for a throttled retry) to
+*cancelled* in one transaction, and a claim needs the batch still *running*: nothing is sent once a cancel has
+committed. The runner's lease names its owner; only that runner renews or releases it.
 """
 
 from __future__ import annotations

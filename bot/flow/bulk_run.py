@@ -178,14 +178,14 @@ class Runner:
         async with run.semaphore:
             if run.lost.is_set() or not await self._runs(batch.id):
                 return  # cancelled meanwhile (the devices left are cancelled when the run ends), or not ours now
-            actor = self._actor(batch)
-            # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
-            # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
             if await self._expired(row):
                 return
+            # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
+            # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
             await self.budget.take()
             if run.lost.is_set() or await self._expired(row):
                 return
+            actor = self._actor(batch)
             claimed = await self._claim(row, batch, QUEUED, actor)
             if claimed is None:
                 return  # cancelled, or another runner took it
@@ -227,10 +227,7 @@ class Runner:
             return row
         audit = self.deps.audit
         cancelled = await self.deps.store.transition(
-            row,
-            State.CANCELLED,
-            then=audit.then(audit.entry("cancelled", actor=None)),
-            approver_name=batch.approver_name,
+            row, State.CANCELLED, then=audit.then(audit.entry("cancelled", actor=None))
         )
         return cancelled or row
 
