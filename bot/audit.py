@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import Action, InTransaction, Store, audit_events, serialise_writers
+from bot.store import Action, InTransaction, RowsThen, Store, audit_events, serialise_writers
 
 log = logging.getLogger("bot.audit")
 
@@ -61,6 +61,7 @@ EVENTS = (
     "cancelled",
     "expired",
     "superseded",  # a newer request for the device replaced it, or another request for it was confirmed
+    "dropped",  # a device of a bulk request left out at its confirm or approval (changed, not approved, taken)
     "sealed",  # the first keyed row after rows written before AUDIT_KEY existed (see AuditLog.seal)
 )
 _HASHED = (
@@ -349,14 +350,18 @@ class AuditLog:
 
     async def record_entry(self, entry: Entry) -> int:
         """Append ``entry`` (from :meth:`entry`) in its own transaction; returns its sequence number."""
+        return int((await self.record_entries([entry]))[0]["seq"])
+
+    async def record_entries(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """Append ``entries`` together in their own transaction; returns the rows."""
         for _attempt in range(50):
             try:
                 async with self._store.write() as conn:
-                    rows = await self.append(conn, [entry])
+                    rows = await self.append(conn, entries)
             except IntegrityError:
                 continue  # another writer took this seq (a database without the lock): re-read the head
             self.published(rows)
-            return int(rows[0]["seq"])
+            return rows
         raise RuntimeError("could not append to the audit trail")
 
     def then(self, *entries: Entry) -> InTransaction:
@@ -366,6 +371,16 @@ class AuditLog:
         async def append(conn: AsyncConnection, action: Action) -> Callable[[], None]:
             rows = await self.append(conn, entries, action)
             return lambda: self.published(rows)
+
+        return append
+
+    def then_rows(self, entries_for: Callable[[list[Action]], Sequence[Entry]]) -> RowsThen:
+        """Like :meth:`then`, for a change of many rows at once (a bulk request's devices): ``entries_for`` gets the
+        rows the change moved, inside its transaction, and says what to append."""
+
+        async def append(conn: AsyncConnection, rows: list[Action]) -> Callable[[], None]:
+            appended = await self.append(conn, entries_for(rows))
+            return lambda: self.published(appended)
 
         return append
 

@@ -13,6 +13,10 @@ any in-flight state) in the **same transaction** as the batch's compare-and-set 
 confirmations (or two instances) can never write the rows twice. The runner then claims each row by
 compare-and-set (*queued* → *submitting*, with a lease) before its POST; from there the single-device machinery
 (reconciliation of stale *submitting* rows, completion tracking) applies to each row unchanged.
+
+A cancel moves the batch and every device not sent yet (*queued*, or *failed* and waiting for a throttled retry) to
+*cancelled* in one transaction, and a claim needs the batch still *running*: nothing is sent once a cancel has
+committed. The runner's lease names its owner; only that runner renews or releases it.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import INFLIGHT_STATES, QUEUED, Action, Store, actions, metadata
+from bot.store import FAILED, INFLIGHT_STATES, QUEUED, Action, RowsThen, Store, actions, metadata
 
 REQUESTED = "requested"
 AWAITING_APPROVAL = "awaiting_approval"
@@ -69,6 +74,7 @@ batches = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("lease_until", sa.Float),  # the instance running it owns it until then (renewed as it goes)
+    sa.Column("lease_owner", sa.String(64)),  # which runner holds that lease (only it renews or releases it)
     sa.Column("finished_at", sa.Float),
     # Peer mode: the eligible approvers among the conversation's members (Teams MRIs, JSON), the approval channel post.
     sa.Column("approver_mris", sa.Text, nullable=False, default="[]"),
@@ -100,6 +106,7 @@ class Batch:
     approver_name: str | None = None
     comment: str | None = None
     lease_until: float | None = None
+    lease_owner: str | None = None
     finished_at: float | None = None
     approver_mris: str = "[]"
     approval_ref: str | None = None
@@ -152,10 +159,16 @@ class BatchStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def create(self, batch: Batch) -> Batch:
+    async def create(self, batch: Batch, *, then: RowsThen | None = None) -> Batch:
+        """Insert a new batch; ``then`` (its audit events, given no rows) runs in the same transaction."""
         values = {k: v for k, v in batch.__dict__.items() if k in _FIELDS}
+        committed = None
         async with self.store.write() as conn:
             await conn.execute(batches.insert().values(**values))
+            if then is not None:
+                committed = await then(conn, [])
+        if committed is not None:
+            committed()
         return batch
 
     async def get(self, batch_id: str) -> Batch | None:
@@ -179,16 +192,29 @@ class BatchStore:
         updated.state, updated.version, updated.updated_at = new_state, batch.version + 1, now
         return updated
 
-    async def transition(self, batch: Batch, new_state: str, **changes: Any) -> Batch | None:
-        """Compare-and-set on (id, version, state); ``None`` when someone else changed the batch first."""
+    async def transition(
+        self, batch: Batch, new_state: str, *, then: RowsThen | None = None, **changes: Any
+    ) -> Batch | None:
+        """Compare-and-set on (id, version, state); ``None`` when someone else changed the batch first. ``then``
+        (audit events) runs in the same transaction, given no rows, only if the move happened."""
         changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
         now = time.time()
+        committed = None
         async with self.store.write() as conn:
             result = await conn.execute(self._cas(batch, new_state, now, changes))
-        return self._moved(batch, new_state, now, changes) if result.rowcount == 1 else None
+            if result.rowcount != 1:
+                return None
+            if then is not None:
+                committed = await then(conn, [])
+        if committed is not None:
+            committed()
+        return self._moved(batch, new_state, now, changes)
 
-    async def start(self, batch: Batch, new_state: str, rows: Sequence[Action], **changes: Any) -> Started:
-        """Move the batch (compare-and-set) and write the device rows ahead, in one transaction.
+    async def start(
+        self, batch: Batch, new_state: str, rows: Sequence[Action], *, then: RowsThen | None = None, **changes: Any
+    ) -> Started:
+        """Move the batch (compare-and-set) and write the device rows ahead, in one transaction; ``then`` (their
+        audit events, given the rows written) too.
 
         Devices that another action holds by now are left out and returned as ``busy``. A device taken between the
         read and the insert (a unique violation on ``inflight_device``) rolls everything back, and it is tried again.
@@ -209,8 +235,11 @@ class BatchStore:
                     free = [r for r in rows if r.device_id not in busy]
                     if free:
                         await conn.execute(actions.insert(), [_row(r) for r in free])
+                    committed = await then(conn, free) if then is not None else None
             except IntegrityError:
                 continue
+            if committed is not None:
+                committed()
             return Started(self._moved(batch, new_state, now, changes), free, sorted(busy))
         return Started(None)
 
@@ -242,24 +271,57 @@ class BatchStore:
             found = (await conn.execute(query.order_by(actions.c.created_at, actions.c.device_name))).mappings().all()
         return [Action(**dict(r)) for r in found]
 
-    async def cancel_queued(self, batch_id: str, by: str) -> int:
-        """Every device of the batch not yet claimed by the runner: *queued* → *cancelled* (the device is free)."""
-        async with self.store.write() as conn:
-            result = await conn.execute(
-                actions.update()
-                .where(actions.c.batch_id == batch_id, actions.c.state == QUEUED)
-                .values(
-                    state="cancelled",
-                    version=actions.c.version + 1,
-                    inflight_device=None,
-                    approver_name=by,
-                    updated_at=time.time(),
-                )
-            )
-        return int(result.rowcount or 0)
+    @staticmethod
+    def runs(batch_id: str) -> sa.ColumnElement[bool]:
+        """SQL: the batch is still *running* — the condition of every claim of one of its devices (a device of a
+        cancelled batch is never sent, whatever rows were left behind)."""
+        return sa.exists().where(batches.c.id == batch_id, batches.c.state == RUNNING)
 
-    async def claim_run(self, batch: Batch, until: float, now: float) -> bool:
-        """The runner's lease: one instance runs a batch at a time (a crashed one's lease runs out)."""
+    async def cancel(self, batch: Batch, by: str, *, then: RowsThen | None = None, **changes: Any) -> Batch | None:
+        """Cancel the batch (compare-and-set) and, in the **same transaction**, every device not sent yet (see
+        :meth:`_cancel_rows`); ``then`` (their audit events) too. ``None`` when someone changed the batch first."""
+        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
+        now = time.time()
+        committed = None
+        async with self.store.write() as conn:
+            result = await conn.execute(self._cas(batch, CANCELLED, now, changes))
+            if result.rowcount != 1:
+                return None
+            rows = await self._cancel_rows(conn, batch.id, by, now) if batch.state == RUNNING else []
+            if then is not None:
+                committed = await then(conn, rows)
+        if committed is not None:
+            committed()
+        return self._moved(batch, CANCELLED, now, changes)
+
+    async def cancel_left(self, batch_id: str, by: str, *, then: RowsThen | None = None) -> list[Action]:
+        """The devices a cancelled batch still holds back (see :meth:`_cancel_rows`) → *cancelled*."""
+        committed = None
+        async with self.store.write() as conn:
+            rows = await self._cancel_rows(conn, batch_id, by, time.time())
+            if rows and then is not None:
+                committed = await then(conn, rows)
+        if committed is not None:
+            committed()
+        return rows
+
+    @staticmethod
+    async def _cancel_rows(conn: AsyncConnection, batch_id: str, by: str, now: float) -> list[Action]:
+        """Every device of the batch not claimed (*queued*) or waiting for a retry after Graph said "throttled"
+        (*failed*, retryable) → *cancelled*, the device free; returns them as they now stand."""
+        waiting = sa.or_(actions.c.state == QUEUED, sa.and_(actions.c.state == FAILED, actions.c.retryable.is_(True)))
+        result = await conn.execute(
+            actions.update()
+            .where(actions.c.batch_id == batch_id, waiting)
+            .values(
+                state=CANCELLED, version=actions.c.version + 1, inflight_device=None, approver_name=by, updated_at=now
+            )
+            .returning(*actions.columns)
+        )
+        return [Action(**dict(r)) for r in result.mappings().all()]
+
+    async def claim_run(self, batch: Batch, until: float, now: float, owner: str) -> bool:
+        """The runner's lease: one runner (``owner``) runs a batch at a time (a crashed one's lease runs out)."""
         async with self.store.write() as conn:
             result = await conn.execute(
                 batches.update()
@@ -269,13 +331,19 @@ class BatchStore:
                     batches.c.finished_at.is_(None),
                     sa.or_(batches.c.lease_until.is_(None), batches.c.lease_until <= now),
                 )
-                .values(lease_until=until)
+                .values(lease_until=until, lease_owner=owner)
             )
         return bool(result.rowcount == 1)
 
-    async def renew(self, batch_id: str, until: float) -> None:
+    async def renew(self, batch_id: str, until: float, owner: str) -> bool:
+        """Move the lease's end (an end in the past hands the batch to the sweep) — only while ``owner`` holds it."""
         async with self.store.write() as conn:
-            await conn.execute(batches.update().where(batches.c.id == batch_id).values(lease_until=until))
+            result = await conn.execute(
+                batches.update()
+                .where(batches.c.id == batch_id, batches.c.lease_owner == owner)
+                .values(lease_until=until)
+            )
+        return bool(result.rowcount == 1)
 
     async def due(self, now: float, limit: int = 50) -> tuple[list[Batch], list[Batch]]:
         """(open batches past their deadline, running batches whose runner's lease ran out)."""

@@ -593,6 +593,8 @@ def state_label(state: str) -> str:
         "confirmed": "deprovisioned (Intune confirmed)",
         "superseded": "superseded by a newer request",
         "queued": "queued in a bulk request",
+        "running": "in progress",  # a bulk request whose devices are being sent
+        "finished": "completed",  # a bulk request whose devices have all been sent (or settled)
     }.get(state, state)
 
 
@@ -675,6 +677,7 @@ BULK_RESULTS: dict[str, str] = {
     "failed": "failed",
     "unknown": "outcome unknown — checking",
     "cancelled": "not sent (cancelled)",
+    "expired": "not sent (expired before it could be sent)",
 }
 BULK_SHOW_ALL = "Show all"
 BULK_TITLE_NOTHING = "Nothing to deprovision in that list"

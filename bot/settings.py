@@ -181,7 +181,8 @@ VARIABLES: tuple[Var, ...] = (
         shown="`text` (`json` in production)"),
     Var("LOG_LEVEL", "log_level", p.log_level, "INFO", "`DEBUG`, `INFO`, `WARNING` or `ERROR`"),
     # -- Deprovisioning and approvals -------------------------------------------------------------------------------
-    Var("ACTION_TTL", "action_ttl", _DURATION, "15m", "how long a confirmation card stays valid"),
+    Var("ACTION_TTL", "action_ttl", _DURATION, "15m",
+        "how long a confirmation card stays valid; a device of a confirmed bulk request not sent within it expires"),
     Var("APPROVAL_MODE", "approval_mode", p.choice("none", "peer"), "none",
         "`peer` = a second eligible person must approve"),
     Var("APPROVAL_TTL", "approval_ttl", _DURATION, "24h", "how long an approval may wait"),

@@ -11,7 +11,9 @@ States::
         └──a newer request for the device, or another one confirmed──▶ superseded
 
 A device of a bulk request (bot.batches) starts in *queued* — written ahead when the request is confirmed, holding the
-device — and the bulk runner claims it (*queued* → *submitting*) or a cancel releases it (*queued* → *cancelled*).
+device — and the bulk runner claims it (*queued* → *submitting*) or a cancel releases it (*queued* → *cancelled*; a
+throttled device waiting for its retry too, *failed* → *cancelled*); one not sent within ``ACTION_TTL`` of the
+confirm expires (*queued* → *expired*).
 
 *submitted* means Intune accepted the request (204); *confirmed* that Intune's own record says it was carried out.
 An *unknown* write keeps its device locked until Intune's record (or an operator) settles it.
@@ -88,14 +90,14 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     REQUESTED: (SUBMITTING, AWAITING_APPROVAL, CANCELLED, EXPIRED, FAILED, SUPERSEDED),
     AWAITING_APPROVAL: (SUBMITTING, CANCELLED, EXPIRED, FAILED),
     SUBMITTING: (SUBMITTED, FAILED, UNKNOWN),
-    FAILED: (SUBMITTING,),
+    FAILED: (SUBMITTING, CANCELLED),  # retried; or a throttled device of a bulk request cancelled before its retry
     SUBMITTED: (CONFIRMED, FAILED),
     UNKNOWN: (SUBMITTED, CONFIRMED, FAILED),
     CANCELLED: (),
     EXPIRED: (),
     CONFIRMED: (),
     SUPERSEDED: (),
-    QUEUED: (SUBMITTING, CANCELLED),  # the bulk runner claims it, or the bulk request is cancelled first
+    QUEUED: (SUBMITTING, CANCELLED, EXPIRED),  # the bulk runner claims it; the request is cancelled; ACTION_TTL passed
 }
 
 actions = sa.Table(
@@ -184,6 +186,8 @@ audit_events = sa.Table(
 #: :meth:`bot.audit.AuditLog.then`), so a state change and its audit entries commit together. It returns what to do
 #: once that transaction has committed (log the audit lines).
 InTransaction = Callable[[AsyncConnection, "Action"], Awaitable[Callable[[], None]]]
+#: The same for a change of many actions at once (a bulk request's devices), given the actions it moved.
+RowsThen = Callable[[AsyncConnection, "list[Action]"], Awaitable[Callable[[], None]]]
 
 
 class DeviceBusy(Exception):
@@ -425,6 +429,7 @@ class Store:
         from_states: Iterable[str] | None = None,
         now: float | None = None,
         then: InTransaction | None = None,
+        provided: sa.ColumnElement[bool] | None = None,
         **changes: Any,
     ) -> Action | None:
         """Compare-and-set: move ``action`` to ``new_state`` only if nobody changed it since it was read.
@@ -432,6 +437,7 @@ class Store:
         Returns the updated action, or ``None`` when another click/instance won the race.
         Raises :class:`DeviceBusy` when the move would give the device a second in-flight action.
         ``then`` (the change's audit events) runs in the same transaction, only if the move happened.
+        ``provided``: one more SQL condition the move needs (e.g. that the action's bulk request still runs).
         """
         if new_state not in TRANSITIONS:
             raise ValueError(f"unknown state {new_state!r}")
@@ -448,6 +454,7 @@ class Store:
                 actions.c.id == action.id,
                 actions.c.version == action.version,
                 actions.c.state.in_(allowed_from),
+                *([provided] if provided is not None else []),
             )
             .values(state=new_state, version=action.version + 1, updated_at=stamp, **changes)
         )

@@ -84,7 +84,7 @@ def result_counts(results: Sequence[tuple[str, str, str]]) -> dict[str, int]:
         "failed": states["failed"],
         "unknown": states["unknown"],
         "remaining": sum(states[s] for s in REMAINING),
-        "not_sent": states["cancelled"],
+        "not_sent": states["cancelled"] + states["expired"],
     }
 
 

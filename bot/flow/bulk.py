@@ -24,12 +24,13 @@ import secrets
 from typing import Any
 
 from bot import messages as m
-from bot.batches import AWAITING_APPROVAL, CANCELLED, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
+from bot.audit import Actor, Entry
+from bot.batches import AWAITING_APPROVAL, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
 from bot.devices import Device, clean_query
 from bot.errors import InvalidInput
 from bot.flow.base import ACTION_ID_RE, Conversation, Deps, InvokeAnswer, Reply, Requester, Viewer, base_conversation
 from bot.flow.bulk_approve import BulkApprovals
-from bot.flow.bulk_classify import Item, audit_request, classify
+from bot.flow.bulk_classify import Item, classify, dropped_entries, request_entries
 from bot.flow.bulk_run import Runner
 from bot.flow.bulk_views import BulkViews
 from bot.flow.lookup import Finder
@@ -88,12 +89,15 @@ class Bulk:
             updated_at=now,
             expires_at=now + s.action_ttl,
         )
-        await audit_request(self.deps, who, conv, batch.id, items)
+        audit = self.deps.audit
         if not conv.is_group and not any(i["class"] == "ready" for i in items):
-            view = BulkView(batch.id, REQUESTED, who.name, who.mri, items)  # nothing to confirm: no state kept
+            # nothing to confirm: no state kept, no batch id named
+            await audit.record_entries(request_entries(self.deps, who, conv, None, items))
+            view = BulkView(batch.id, REQUESTED, who.name, who.mri, items)
             return Reply(card=bulk_card(view, Viewer.REQUESTER.value))
         # In a group chat or channel every member sees the message: the shared card, the list only by refresh.
-        await self.batches.create(batch)
+        requested = request_entries(self.deps, who, conv, batch.id, items)
+        await self.batches.create(batch, then=audit.then_rows(lambda _rows: requested))
         card = self.cards.shared(batch) if conv.is_group else await self.cards.render(batch)
         return Reply(card=card, batch_id=batch.id)
 
@@ -125,12 +129,15 @@ class Bulk:
     async def _expire_if_due(self, batch: Batch) -> Batch:
         if not batch.expired(self.deps.clock()):
             return batch
-        updated = await self.batches.transition(batch, EXPIRED)
+        audit = self.deps.audit
+        entries = [
+            audit.entry("expired", actor=None, device=item["device"], batch_id=batch.id)
+            for item in batch.items
+            if item["class"] == "ready"
+        ]
+        updated = await self.batches.transition(batch, EXPIRED, then=audit.then_rows(lambda _rows: entries))
         if updated is None:
             return await self.batches.get(batch.id) or batch
-        for item in batch.items:
-            if item["class"] == "ready":
-                await self.deps.audit.record("expired", actor=None, device=item["device"], batch_id=batch.id)
         await self.cards.update(batch.id)
         return updated
 
@@ -152,23 +159,26 @@ class Bulk:
             return InvokeAnswer(card=await self.cards.render(batch, note=m.card_choose_reason()))
         items = await self.recheck(who, batch.items, "changed")
         if self.deps.settings.approval_mode == "peer":
-            now = self.deps.clock()
-            expires = now + self.deps.settings.approval_ttl
+            audit = self.deps.audit
+            entries = [
+                audit.entry(
+                    "confirmed", actor=who.actor, device=i["device"], reason=reason, batch_id=batch.id, approval="peer"
+                )
+                for i in items
+                if i["class"] == "ready"
+            ]
+            entries += dropped_entries(self.deps, batch, items, who.actor)
+            expires = self.deps.clock() + self.deps.settings.approval_ttl
             waiting = await self.batches.transition(
-                batch, AWAITING_APPROVAL, reason=reason, items_json=_json(items), expires_at=expires
+                batch,
+                AWAITING_APPROVAL,
+                then=audit.then_rows(lambda _rows: entries),
+                reason=reason,
+                items_json=_json(items),
+                expires_at=expires,
             )
             if waiting is None:
                 return InvokeAnswer(card=await self._current(batch))
-            for item in items:
-                if item["class"] == "ready":
-                    await self.deps.audit.record(
-                        "confirmed",
-                        actor=who.actor,
-                        device=item["device"],
-                        reason=reason,
-                        batch_id=batch.id,
-                        approval="peer",
-                    )
             await self.cards.update(batch.id)
             self.deps.spawn(BulkApprovals(self).announce(waiting))
             return InvokeAnswer(card=await self.cards.render(waiting))
@@ -180,13 +190,30 @@ class Bulk:
     async def start(
         self, batch: Batch, items: list[Item], *, reason: str, approver: Requester | None = None
     ) -> Batch | None:
-        """Write every ready device ahead (*queued*) with the batch's move to *running*, then run it."""
+        """Write every ready device ahead (*queued*) with the batch's move to *running*, then run it.
+
+        The same transaction audits each device written as *confirmed* (or *approved*, by ``approver``) — at the
+        click, before anything is sent — and each device left out as *dropped*."""
         now = self.deps.clock()
         rows = [self._row(batch, item, reason, now, approver) for item in items if item["class"] == "ready"]
         changes: dict[str, Any] = {"reason": reason, "items_json": _json(items)}
         if approver is not None:
             changes.update(approver_id=approver.aad_id, approver_name=approver.name)
-        started = await self.batches.start(batch, RUNNING, rows, **changes)
+        audit = self.deps.audit
+        actor = approver.actor if approver else Actor(batch.requester_id, batch.requester_name)
+
+        def entries(written: list[Action]) -> list[Entry]:
+            if approver is None:
+                done = [audit.entry("confirmed", actor=actor, action=row) for row in written]
+            else:
+                done = [
+                    audit.entry("approved", actor=actor, action=r, requester_id=batch.requester_id) for r in written
+                ]
+            held = {row.device_id for row in written}
+            taken = [{**i, "class": "taken"} for i in items if i["class"] == "ready" and i["device"]["id"] not in held]
+            return done + dropped_entries(self.deps, batch, [*items, *taken], actor)
+
+        started = await self.batches.start(batch, RUNNING, rows, then=audit.then_rows(entries), **changes)
         if started.batch is None:
             return None
         if started.busy:
@@ -227,18 +254,20 @@ class Bulk:
             await self.views.supersede_others(row, confirmed=True)
 
     async def _cancel(self, who: Requester, batch: Batch) -> InvokeAnswer:
-        updated = await self.batches.transition(batch, CANCELLED, approver_name=who.name)
+        """Cancel: the batch and every device not sent yet, with their audit events, in one transaction."""
+        audit = self.deps.audit
+        ready = [i["device"] for i in batch.items if i["class"] == "ready"]
+
+        def cancelled(rows: list[Action]) -> list[Entry]:
+            if batch.state == RUNNING:
+                return [audit.entry("cancelled", actor=who.actor, action=row) for row in rows]
+            return [audit.entry("cancelled", actor=who.actor, device=d, batch_id=batch.id) for d in ready]
+
+        updated = await self.batches.cancel(batch, who.name, then=audit.then_rows(cancelled), approver_name=who.name)
         if updated is None:
             return InvokeAnswer(card=await self._current(batch))
         if batch.state == RUNNING:
-            await self.batches.cancel_queued(batch.id, who.name)
-            for row in await self.batches.rows(batch.id, "cancelled"):
-                await self.deps.audit.record("cancelled", actor=who.actor, action=row)
             self.runner.start(batch.id)  # finishes it if no runner is left (a crash), else a no-op
-        else:
-            for item in batch.items:
-                if item["class"] == "ready":
-                    await self.deps.audit.record("cancelled", actor=who.actor, device=item["device"], batch_id=batch.id)
         await self.cards.update(batch.id)
         return InvokeAnswer(card=await self.cards.render(updated))
 

@@ -124,8 +124,6 @@ class BulkApprovals:
         answer = await self.bulk.cards.personal(current, seen.decided())
         if started is None:
             return InvokeAnswer(card=answer)
-        for row in await self.bulk.batches.rows(batch.id):
-            await self.deps.audit.record("approved", actor=who.actor, action=row, requester_id=batch.requester_id)
         if self.deps.notifier is not None:
             await self.deps.notifier.send(batch.reference, text=m.proactive_bulk_approved(who.name))
         return InvokeAnswer(card=answer)

@@ -2,8 +2,9 @@
 
 Only devices the requester may read (graph-intune.md §16) get a class other than *not found*: a device that exists but
 is not readable is indistinguishable from one that does not exist — same class, same text, no OS, no state, no
-denial. The role checks come with the lookup (:mod:`bot.flow.lookup`: the requester's facts ride in its first
-``$batch``) and the in-flight check is one query.
+denial, no "too many matches" (an entry whose answer was too long to check is *incomplete* only when some of the
+matches checked are readable). The role checks come with the lookup (:mod:`bot.flow.lookup`: the requester's facts ride
+in its first ``$batch``) and the in-flight check is one query.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from bot import messages as m
-from bot.batches import BatchStore
+from bot.audit import Actor, Entry
+from bot.batches import Batch, BatchStore
 from bot.devices import Device
 from bot.flow.base import Conversation, Deps, Requester
 from bot.flow.lookup import Found
@@ -32,7 +34,8 @@ async def classify(batches: BatchStore, found: Found) -> list[Item]:
         mine = found.readable(result)
         item: Item = {"entry": result.query, "class": "not_found"}
         if result.incomplete:
-            item["class"] = "incomplete"
+            if mine:  # only readable matches may say "too many"; unreadable ones are a device that does not exist
+                item["class"] = "incomplete"
         elif len(mine) > 1:
             item.update({"class": "ambiguous", "detail": m.bulk_ambiguous([d.serial for d, _ in mine], len(mine))})
         elif mine:
@@ -60,16 +63,33 @@ def _one(device: Device, access: Access, busy: dict[str, Action], seen: dict[str
     return {**item, "class": "ready", "decision": decision.audit()}
 
 
-async def audit_request(deps: Deps, who: Requester, conv: Conversation, batch_id: str, items: list[Item]) -> None:
-    """Every device audited on its own, with the batch id: *requested* (ready) or *denied*."""
-    for item in items:
-        if item["class"] in ("ready", "denied"):
-            device = item["device"]
-            await deps.audit.record(
-                "requested" if item["class"] == "ready" else "denied",
-                actor=who.actor,
-                device={"id": device["id"], "name": device["name"], "serial": device["serial"]},
-                conversation_id=conv.id,
-                decision=item.get("decision"),
-                batch_id=batch_id,
-            )
+def request_entries(
+    deps: Deps, who: Requester, conv: Conversation, batch_id: str | None, items: list[Item]
+) -> list[Entry]:
+    """Every device audited on its own: *requested* (ready) or *denied*, with the batch id when the batch is kept."""
+    return [
+        deps.audit.entry(
+            "requested" if item["class"] == "ready" else "denied",
+            actor=who.actor,
+            device={"id": item["device"]["id"], "name": item["device"]["name"], "serial": item["device"]["serial"]},
+            conversation_id=conv.id,
+            decision=item.get("decision"),
+            batch_id=batch_id,
+        )
+        for item in items
+        if item["class"] in ("ready", "denied")
+    ]
+
+
+#: The classes of a device ready in the stored list but left out when the list is sent (see messages.BULK_CLASSES).
+DROPPED = ("changed", "not_approved", "taken")
+
+
+def dropped_entries(deps: Deps, batch: Batch, items: list[Item], actor: Actor) -> list[Entry]:
+    """A *dropped* audit event for each device ready in the stored list that ``items`` leave out."""
+    was_ready = {i["device"]["id"] for i in batch.items if i["class"] == "ready"}
+    return [
+        deps.audit.entry("dropped", actor=actor, device=i["device"], batch_id=batch.id, why=i["class"])
+        for i in items
+        if i["class"] in DROPPED and i["device"]["id"] in was_ready
+    ]

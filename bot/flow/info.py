@@ -7,11 +7,12 @@ bulk request as one line with its counts; ``history <device>`` shows that device
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from bot import messages as m
-from bot.batches import BatchStore
+from bot.batches import Batch, BatchStore
 from bot.devices import Device
 from bot.flow.base import Deps, Reply, Requester
 from bot.flow.submission import chrome_state
@@ -108,7 +109,7 @@ class Info:
                 states["submitted"] + states["confirmed"],
                 states["failed"],
                 states["unknown"],
-                states["cancelled"],
+                states["cancelled"] + states["expired"],
                 m.state_label(batch.state),
                 batch.requester_name,
             )
@@ -125,12 +126,21 @@ class Info:
         return [a for a in items if a.device_id in readable]
 
     async def pending(self, who: Requester) -> Reply:
-        """The viewer's own waiting requests and those they may approve — nothing else in the tenant."""
+        """The viewer's own waiting requests and those they may approve — nothing else in the tenant.
+
+        When bulk requests of others wait, whether the viewer may read devices at all is checked first (anyone can
+        type ``pending``; someone who may not gets only their own, at the cost of that one check and nothing per
+        device). The single requests alone (at most 20) are checked in one pass, as before.
+        """
         waiting = await self.deps.store.awaiting_approval(who.tenant_id)
+        batches = await self.batches.awaiting(who.tenant_id)
         mine = [a for a in waiting if a.requester_id == who.aad_id]
         others = [a for a in waiting if a.requester_id != who.aad_id]
+        others_bulk = [b for b in batches if b.requester_id != who.aad_id]
+        if others_bulk and not await self.deps.rbac.can_read_devices(who.aad_id):
+            others, others_bulk = [], []
         items = mine + (await self._approvable(who, others) if others else [])
-        bulk = await self._pending_bulk(who)
+        bulk = await self._pending_bulk(who, [b for b in batches if b.requester_id == who.aad_id], others_bulk)
         if not items and not bulk:
             return Reply(text=m.pending_empty())
         summary = [
@@ -144,23 +154,33 @@ class Info:
         ]
         return Reply(card=pending_card(m.pending_title(len(items) + len(bulk)), summary, bulk))
 
-    async def _pending_bulk(self, who: Requester) -> list[tuple[str, str, str, float]]:
-        """Bulk requests waiting for approval: the viewer's own, and those covering a device they may approve."""
-        waiting = await self.batches.awaiting(who.tenant_id)
-        others = [b for b in waiting if b.requester_id != who.aad_id]
+    async def _pending_bulk(
+        self, who: Requester, mine: list[Batch], others: list[Batch]
+    ) -> list[tuple[str, str, str, float]]:
+        """Bulk requests waiting for approval: the viewer's own, and those covering a device they may approve.
+
+        The role checks are bounded: each device once, at most ``BULK_MAX`` of them, taken in turn from every waiting
+        request (its first device, then its second, …) so that each request is looked at.
+        """
         group = self.deps.settings.approver_group_id
         if others and group and not await self.deps.rbac.is_group_member(who.aad_id, group):
             others = []
-        devices = [(b.id, Device.from_snapshot(i["device"])) for b in others for i in b.items if i["class"] == "ready"]
-        accesses = await self.deps.rbac.access_many(who.aad_id, [d for _, d in devices]) if devices else []
-        allowed = {bid for (bid, _), a in zip(devices, accesses, strict=True) if a.readable and a.decision.allowed}
-        # Someone else's request counts only the devices the viewer may read (bot.flow.bulk_projection).
-        readable = Counter(bid for (bid, _), a in zip(devices, accesses, strict=True) if a.readable)
-        shown = [b for b in waiting if b.requester_id == who.aad_id or b.id in allowed]
+        devices: dict[str, Device] = {}
+        for tier in itertools.zip_longest(*([i["device"] for i in b.items if i["class"] == "ready"] for b in others)):
+            for snapshot in tier:
+                if snapshot is not None and len(devices) < self.deps.settings.bulk_max:
+                    devices.setdefault(snapshot["id"], Device.from_snapshot(snapshot))
+        accesses = await self.deps.rbac.access_many(who.aad_id, list(devices.values())) if devices else []
+        checked = list(zip(devices.items(), accesses, strict=True))
+        allowed = {i for (i, d), a in checked if a.readable and a.decision.allowed and d.is_chromeos}
+        visible = {i for (i, _), a in checked if a.readable}
+        covered = {b.id for b in others if any(i["class"] == "ready" and i["device"]["id"] in allowed for i in b.items)}
         rows: list[tuple[str, str, str, float]] = []
-        for b in shown:
+        for b in sorted([*mine, *(b for b in others if b.id in covered)], key=lambda b: b.created_at):
             own = b.requester_id == who.aad_id
-            count = sum(1 for i in b.items if i.get("class") == "ready") if own else readable[b.id]
+            ready = [i["device"]["id"] for i in b.items if i.get("class") == "ready"]
+            # Someone else's request counts only the devices the viewer may read (bot.flow.bulk_projection).
+            count = len(ready) if own else sum(1 for i in ready if i in visible)
             summary = m.pending_bulk_row(count, b.requester_name, own=own)
             rows.append((b.id, m.pending_bulk_label(count), summary, b.expires_at))
         return rows

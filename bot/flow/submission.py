@@ -10,7 +10,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from bot import messages as m
@@ -30,9 +29,9 @@ class Submission:
     def __init__(self, deps: Deps, views: Views) -> None:
         self.deps = deps
         self.views = views
-        self.tracking = Tracking(deps, views)
         #: A device of a bulk request was settled by the sweep (a crashed instance's row): its batch may be done.
         self.batch_row_settled: Callable[[str], None] | None = None
+        self.tracking = Tracking(deps, views)
 
     def first_check(self) -> float:
         """When Intune's own record of a write is read first (see :mod:`bot.flow.tracking`)."""
@@ -83,38 +82,26 @@ class Submission:
         await self.views.supersede_others(updated, confirmed=True)
         if approver is not None:
             await self.views.notify(updated, m.proactive_approved(updated.device_name, approver.name))
-        task = self.deps.spawn(self.send(updated, sender, written_ahead=True))
+        task = self.deps.spawn(self.send(updated, sender))
         done, _ = await asyncio.wait({task}, timeout=self.deps.settings.invoke_budget)
         return InvokeAnswer(card=await self.views.render(task.result() if done else updated, viewer))
 
-    async def send(
-        self,
-        action: Action,
-        actor: Requester,
-        *,
-        written_ahead: bool = False,
-        gate: Callable[[], AbstractAsyncContextManager[object]] | None = None,
-    ) -> Action:
-        """Write-ahead already done (*submitting*). Call Graph once, record the outcome, update the cards.
+    async def send(self, action: Action, actor: Requester) -> Action:
+        """Write-ahead already done (*submitting*, its *submitted* audit event in the same transaction). Call Graph
+        once, record the outcome, update the cards.
 
-        ``written_ahead``: the *submitted* audit event was committed with *submitting* (otherwise it is recorded
-        here, before the Graph call). ``gate`` (the bulk runner's write budget) is entered right before the POST and
-        left when its answer is in, so the pace it keeps is the pace Graph sees.
+        Nothing may wait between the write-ahead and the POST: the submit lease covers the Graph call only (the bulk
+        runner takes its write budget before it claims a device).
         """
         deps = self.deps
         audit = deps.audit
         wire_reason = deps.settings.reason_map.get(action.reason or "", action.reason or "")
-        if not written_ahead:
-            await audit.record(
-                "submitted", actor=actor.actor, action=action, client_request_id=action.client_request_id
-            )
         deps.checkpoint("before_graph")
         outcome: Action | None
         try:
-            async with gate() if gate is not None else nullcontext():
-                response = await deps.graph.deprovision(
-                    action.device_id, wire_reason, client_request_id=action.client_request_id or str(uuid.uuid4())
-                )
+            response = await deps.graph.deprovision(
+                action.device_id, wire_reason, client_request_id=action.client_request_id or str(uuid.uuid4())
+            )
         except OutcomeUnknown as exc:
             outcome = await deps.change(
                 action,

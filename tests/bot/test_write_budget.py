@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.flow.bulk_run import WriteBudget
+from bot.flow.write_budget import WriteBudget
 
 
 class Clock:

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from bot import messages as m
-from bot.batches import BatchStore
+from bot.batches import FINISHED, RUNNING, BatchStore
 from bot.store import CANCELLED, QUEUED, SUBMITTED
 from cards.deprovision import message_card
 from simulator import Simulator
@@ -152,6 +152,9 @@ async def test_mixed_list_is_classified_and_confirm_posts_each_ready_device_once
     # history: the bulk request is one line; history <device> shows the device's own line.
     history = card_text((await bot.say(ADELE, "history"))[-1].cards[0])
     assert "Bulk request, 22 devices" in history and "sent 22" in history
+    # The batch's state in words (review finding 11), not its stored name.
+    assert m.state_label(FINISHED) != FINISHED and m.state_label(RUNNING) != RUNNING
+    assert f"22 devices — {m.state_label(FINISHED)} —" in history
     device_history = card_text((await bot.say(ADELE, "history NHS-CART7-05"))[-1].cards[0])
     assert "NHS-CART7-05" in device_history
 
@@ -168,7 +171,37 @@ async def test_unreadable_and_missing_devices_are_indistinguishable(make_bot: Bo
     # Megan may read but not deprovision: she learns why, and gets no button.
     card, batch_id, _ = bulk_card(await bot.say(MEGAN, "deprovision NHS-CART7-01, NHS-CART7-02, NO-SUCH-A"))
     assert m.BULK_CLASSES["denied"] in card_text(card) and not batch_id and not verbs_in(card)
+    # Each denial is audited, and under no batch id: nothing was kept to look one up by.
+    denied = [e async for e in bot.running.audit.rows() if e["event"] == "denied"]
+    assert sorted(e["device_name"] for e in denied) == ["NHS-CART7-01", "NHS-CART7-02"]
+    assert all("batch_id" not in json.loads(e["details"]) for e in denied), denied
     assert not sim.deprovision_posts()
+
+
+async def test_too_many_matches_is_said_only_of_devices_the_requester_may_read(
+    make_bot: BotFactory, sim: Simulator
+) -> None:
+    """Review finding 6: 101 Riverside devices share a name. Whoever may read none of them learns nothing from it —
+    the same answer as for a name that does not exist; only someone who may read them hears "too many matches"."""
+    bot = await make_bot()
+    template = sim.state.devices[device_id(sim, "RMS-LOANER-01")]
+    for i in range(101):
+        spare = copy.deepcopy(template)
+        spare.update(
+            id=str(uuid.uuid4()),
+            deviceName="RMS-SPARE",
+            serialNumber=f"SPARE{i:04d}",
+            azureADDeviceId=str(uuid.uuid4()),
+            deviceActionResults=[],
+        )
+        sim.state.devices[spare["id"]] = spare
+    for who in (LYNNE, ADELE):  # Lynne may read nothing, Adele only Northside
+        spares = card_text(bulk_card(await bot.say(who, "deprovision\nRMS-SPARE\nNO-SUCH-THING"))[0])
+        missing = card_text(bulk_card(await bot.say(who, "deprovision\nNO-SUCH-SPARE\nNO-SUCH-THING"))[0])
+        assert spares.replace("RMS-SPARE", "X") == missing.replace("NO-SUCH-SPARE", "X"), who.name
+        assert m.BULK_CLASSES["incomplete"] not in spares
+    spares = card_text(bulk_card(await bot.say(ALEX, "deprovision\nRMS-SPARE\nNO-SUCH-THING"))[0])
+    assert m.BULK_CLASSES["incomplete"] in spares  # Alex may read them: the list is too long to check safely
 
 
 async def test_bad_lists_get_clear_answers_and_send_nothing(make_bot: BotFactory, sim: Simulator) -> None:
@@ -214,6 +247,13 @@ async def test_cancel_mid_run_stops_the_devices_not_yet_sent(
     assert 3 <= len(sent) < 30 and len(sent) + len([r for r in rows if r.state == CANCELLED]) == 30
     await asyncio.sleep(0.5)
     assert len(sim.deprovision_posts()) == len(sent)
+    # Audit: every device was confirmed at the click, the ones not sent were cancelled — nothing else.
+    for row in rows:
+        events = [e["event"] for e in await bot.running.audit.for_action(row.id)]
+        if row.state == CANCELLED:
+            assert events == ["confirmed", "cancelled"], (row.device_name, events)
+        else:
+            assert events[:3] == ["confirmed", "submitted", "succeeded"], (row.device_name, events)
     # The cancelled devices are free again.
     free = next(r for r in rows if r.state == CANCELLED)
     replies = await bot.say(ALEX, f"deprovision {free.device_serial}")
@@ -276,6 +316,13 @@ async def test_peer_approval_of_a_batch_drops_what_the_approver_may_not_approve(
     batch = await BatchStore(bot.running.store).get(batch_id)
     assert batch is not None
     assert [i["entry"] for i in batch.items if i["class"] == "not_approved"] == ["RMS-LOANER-01"]
+    # Audit: each device approved before it was submitted; the device left out is on record, with the batch.
+    for row in rows:
+        events = [e["event"] for e in await bot.running.audit.for_action(row.id)]
+        assert events[:3] == ["approved", "submitted", "succeeded"], (row.device_name, events)
+    dropped = [e async for e in bot.running.audit.rows() if e["event"] == "dropped"]
+    assert [(e["device_name"], e["actor_name"]) for e in dropped] == [("RMS-LOANER-01", "Adele Vance")]
+    assert json.loads(dropped[0]["details"]) == {"batch_id": batch_id, "why": "not_approved"}
     await connector.wait_for(
         lambda c: [u for u in c.updates(message_id) if m.BULK_TITLE_FINISHED in card_text(u.cards[0])], timeout=15
     )
@@ -320,3 +367,33 @@ async def test_an_approver_in_another_chat_finds_the_bulk_request_with_pending(
     assert m.BULK_TITLE_REJECTED in card_text(rejected) and "not this term" in card_text(rejected)
     assert not sim.deprovision_posts()
     assert (await bot.say(ADELE, "pending"))[-1].text == m.pending_empty()
+
+
+async def test_pending_checks_no_devices_for_someone_without_a_role_and_a_bounded_number_for_others(
+    make_bot: BotFactory, sim: Simulator
+) -> None:
+    """Review finding 8: ``pending`` must not let anyone trigger role checks over every device of every waiting bulk
+    request. Someone who may read no device costs one round trip; an approver's checks are bounded (at most
+    ``BULK_MAX`` devices, each once, spread over the waiting requests), and every request they may approve is listed."""
+    bot = await make_bot(APPROVAL_MODE="peer", BULK_MAX="30")
+
+    async def ask() -> None:
+        _c, batch_id, _ = bulk_card(await bot.say(ALEX, "deprovision " + ", ".join(CART)))
+        await bot.click(ALEX, "bulk.confirm", {"batchId": batch_id, "reason": REASON})
+
+    async def pending(who: Any) -> tuple[Any, int, int]:
+        """The reply, the Graph round trips and the Graph requests (sub-requests of a $batch included) it cost."""
+        calls, trips = len(sim.calls), len(sim.round_trips())
+        reply = (await bot.say(who, "pending"))[-1]
+        return reply, len(sim.round_trips()) - trips, len(sim.calls) - calls
+
+    await ask()
+    _reply, _trips, one_request = await pending(ADELE)
+    await ask()
+    await ask()  # three requests waiting, 90 devices listed
+    reply, _trips, three_requests = await pending(ADELE)
+    assert card_text(reply.cards[0]).count("Bulk request, 30 devices") == 3
+    assert three_requests <= one_request, (one_request, three_requests)
+    reply, trips, _calls = await pending(LYNNE)
+    assert reply.text == m.pending_empty()
+    assert trips <= 1, trips  # may she read devices at all: one round trip, nothing per device

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bot import messages as m
 from bot.audit import AuditLog, load_audit_key
 from bot.batches import RUNNING, Batch, BatchStore
-from bot.store import QUEUED, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
+from bot.store import EXPIRED, QUEUED, SUBMITTED, SUBMITTING, UNKNOWN, Action, Store
 from cards import verbs
 from simulator import Simulator
 from tests.conftest import BotFactory
-from tests.harness import ALEX, CARD, Connector, activity, env_for
+from tests.harness import ALEX, CARD, Connector, activity, card_text, env_for
 from tests.scenarios.test_bulk import CART, add_cart, bulk_card
 from tests.store.processes import BotProcess, bot_processes, new_process
 from tests.store.test_crash import FAST, LEASE
@@ -120,6 +122,47 @@ async def test_killed_mid_run_resumes_and_sends_every_device_once(
             await store.close()
 
 
+async def test_devices_still_queued_past_action_ttl_expire_instead_of_being_sent(
+    sim: Simulator, connector: Connector, database_url: str, tmp_path: Path
+) -> None:
+    """Review finding 7: after an outage longer than ACTION_TTL (counted from the confirm), the devices still queued
+    are not sent on the role decision made back then: the resumed run expires them, visibly and on the audit trail."""
+    env = env_for(sim, database_url, **FAST, BULK_CONCURRENCY="1", ACTION_TTL="4")
+    async with bot_processes() as started:
+        crashing = new_process(
+            started, "bulk-crash", {**env, "BOT_TEST_CRASH_POINT": "bulk_after_3"}, tmp_path, connector
+        )
+        await crashing.start()
+        batch_id = await request(crashing, CART[:10])
+        # The run may reach the crash point before the click's answer is written.
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            await crashing.post(confirm(connector, batch_id))
+        assert await crashing.wait_exit(30) == 137, crashing.log_tail()
+
+        store = await Store.open(database_url)
+        try:
+            batches = BatchStore(store)
+            rows = await batches.rows(batch_id)
+            assert collections.Counter(r.state for r in rows) == {SUBMITTED: 3, QUEUED: 7}
+            await asyncio.sleep(max(0.0, max(r.expires_at for r in rows) - time.time()) + 0.2)  # a long outage
+
+            restarted = new_process(started, "bulk-restarted", env, tmp_path, connector)
+            await restarted.start()
+            batch = await batch_when(batches, batch_id, "finished", LEASE + 30)
+            rows = await batches.rows(batch_id)
+            assert collections.Counter(r.state for r in rows) == {SUBMITTED: 3, EXPIRED: 7}, batch
+            assert sum(posts_per_device(sim).values()) == 3
+            final = await connector.wait_for(lambda c: [a for a in c.updates() if "finished" in card_text(a.cards[0])])
+            assert card_text(final[-1].cards[0]).count(m.BULK_RESULTS[EXPIRED]) == 7
+            audit = AuditLog(store, load_audit_key(None, database_url))
+            for row in rows:
+                if row.state == EXPIRED:
+                    events = [e["event"] for e in await audit.for_action(row.id)]
+                    assert events[-1] == "expired", (row.device_name, events)
+        finally:
+            await store.close()
+
+
 async def test_two_instances_on_postgres_send_each_device_once(
     sim: Simulator, connector: Connector, pg_url: str, tmp_path: Path
 ) -> None:
@@ -183,7 +226,7 @@ async def test_a_row_settled_by_the_sweep_finishes_its_batch_without_waiting_for
         assert batch is not None
         rows = [bulk._row(batch, item, REASON, now, None) for item in batch.items if item["class"] == "ready"]
         started = await bulk.batches.start(batch, RUNNING, rows, reason=REASON)  # no runner: it "crashed"
-        await bulk.batches.renew(batch_id, now + 3600)  # ... holding the batch's lease
+        assert await bulk.batches.claim_run(batch, now + 3600, now, "crashed")  # ... holding the lease
         first, second, third = started.rows
         sent = await store.transition(first, SUBMITTING, now=now, lease_until=now + 3600)
         assert sent is not None and await store.transition(sent, SUBMITTED) is not None
@@ -202,3 +245,20 @@ async def test_a_row_settled_by_the_sweep_finishes_its_batch_without_waiting_for
     still = await bulk.batches.get(waiting)
     assert still is not None and still.state == RUNNING and still.lease_until == now + 3600
     assert not sim.deprovision_posts()
+
+
+async def test_a_runner_that_lost_its_lease_can_neither_renew_nor_release_it(store: Store) -> None:
+    """Review finding 10: the batch lease names its owner. A runner whose lease ran out and was taken by another
+    (after a stall, say) cannot extend or drop the new owner's lease."""
+    batches = BatchStore(store)
+    batch = await batches.create(
+        Batch(id="b" * 24, tenant_id="t", state="running", requester_id="r", created_at=0, updated_at=0, expires_at=9)
+    )
+    assert await batches.claim_run(batch, 100.0, 50.0, "runner-a")
+    assert not await batches.claim_run(batch, 160.0, 99.0, "runner-b")  # A's lease still holds
+    assert await batches.claim_run(batch, 200.0, 150.0, "runner-b")  # ran out: B takes over
+    assert not await batches.renew(batch.id, 300.0, "runner-a")
+    assert not await batches.renew(batch.id, 0.0, "runner-a")  # A cannot hand B's batch to the sweep either
+    current = await batches.get(batch.id)
+    assert current is not None and current.lease_until == 200.0
+    assert await batches.renew(batch.id, 260.0, "runner-b")

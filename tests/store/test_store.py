@@ -54,6 +54,7 @@ EXPECTED_MACHINE = {
     (SUBMITTING, FAILED),
     (SUBMITTING, UNKNOWN),
     (FAILED, SUBMITTING),  # retry after a throttled request
+    (FAILED, CANCELLED),  # a throttled device of a bulk request, cancelled before its retry
     (UNKNOWN, SUBMITTED),  # reconciled from Graph's deviceActionResults
     (SUBMITTED, CONFIRMED),  # Intune's own record says it was carried out
     (SUBMITTED, FAILED),  # Intune's own record says it failed
@@ -61,6 +62,7 @@ EXPECTED_MACHINE = {
     (UNKNOWN, FAILED),  # an ambiguous write Intune never recorded (or reports failed)
     (QUEUED, SUBMITTING),  # the bulk runner claims a device written ahead
     (QUEUED, CANCELLED),  # the bulk request was cancelled before the device was sent
+    (QUEUED, EXPIRED),  # not sent within ACTION_TTL of the confirm (an outage): the old decision is not used
 }
 ALLOWED = sorted(EXPECTED_MACHINE)
 DISALLOWED = [(src, dst) for src in STATES for dst in STATES if dst != src and (src, dst) not in EXPECTED_MACHINE]
