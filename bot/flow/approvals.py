@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages as m
@@ -78,19 +79,13 @@ class Approvals:
             log.exception("announcing the approval failed", extra={"action": action.id})
 
     async def _eligible_members(self, action: Action) -> list[Member]:
-        if self.deps.notifier is None or not action.is_group:
+        if not action.is_group:
             return []
-        found: list[Member] = []
-        for member in (await self.deps.notifier.members(action.reference))[:100]:
-            if member.aad_id == action.requester_id or not USER_ID_RE.match(member.aad_id):
-                continue
-            probe = Requester(member.aad_id, member.name, member.mri, action.tenant_id)
-            eligible, _ = await self.eligible(probe, action)
-            if eligible:
-                found.append(member)
-            if len(found) >= MAX_MENTIONED_APPROVERS:
-                break
-        return found
+
+        async def eligible(probe: Requester) -> bool:
+            return (await self.eligible(probe, action))[0]
+
+        return await eligible_members(self.deps, action.reference, action.requester_id, action.tenant_id, eligible)
 
     async def eligible(self, who: Requester, action: Action, *, fresh: bool = False) -> tuple[bool, str]:
         """Not the requester, in ``APPROVER_GROUP_ID`` if set, and passes the same role check on the same device.
@@ -144,3 +139,25 @@ class Approvals:
         await self.views.update_shared(updated)
         await self.views.notify(updated, m.proactive_rejected(updated.device_name, who.name, comment))
         return InvokeAnswer(card=await self.views.render(updated, Viewer.OTHER))
+
+
+async def eligible_members(
+    deps: Deps,
+    reference: dict[str, Any],
+    requester_id: str,
+    tenant_id: str,
+    eligible: Callable[[Requester], Awaitable[bool]],
+) -> list[Member]:
+    """The conversation's members (first 100) who are ``eligible`` to approve, the requester aside — at most
+    :data:`MAX_MENTIONED_APPROVERS` (one request or a bulk list; they are @mentioned and listed in refresh.userIds)."""
+    if deps.notifier is None:
+        return []
+    found: list[Member] = []
+    for member in (await deps.notifier.members(reference))[:100]:
+        if member.aad_id == requester_id or not USER_ID_RE.match(member.aad_id):
+            continue
+        if await eligible(Requester(member.aad_id, member.name, member.mri, tenant_id)):
+            found.append(member)
+        if len(found) >= MAX_MENTIONED_APPROVERS:
+            break
+    return found

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from bot import messages as m
 from bot.batches import AWAITING_APPROVAL, CANCELLED, Batch
 from bot.devices import Device
-from bot.flow.approvals import MAX_MENTIONED_APPROVERS, channel_reference
-from bot.flow.base import MAX_COMMENT, USER_ID_RE, InvokeAnswer, Member, Requester
+from bot.flow.approvals import channel_reference, eligible_members
+from bot.flow.base import MAX_COMMENT, InvokeAnswer, Member, Requester
 from bot.flow.bulk_projection import Projection, Projector
 from cards import verbs
 from cards.deprovision import message_card
@@ -91,17 +91,13 @@ class BulkApprovals:
             log.exception("announcing the bulk approval failed", extra={"batch": batch.id})
 
     async def _eligible_members(self, batch: Batch) -> list[Member]:
-        if self.deps.notifier is None or not batch.is_group:
+        if not batch.is_group:
             return []
-        found: list[Member] = []
-        for member in (await self.deps.notifier.members(batch.reference))[:100]:
-            if member.aad_id == batch.requester_id or not USER_ID_RE.match(member.aad_id):
-                continue
-            if await self.eligible(Requester(member.aad_id, member.name, member.mri, batch.tenant_id), batch):
-                found.append(member)
-            if len(found) >= MAX_MENTIONED_APPROVERS:
-                break
-        return found
+
+        async def eligible(probe: Requester) -> bool:
+            return await self.eligible(probe, batch)
+
+        return await eligible_members(self.deps, batch.reference, batch.requester_id, batch.tenant_id, eligible)
 
     async def _approve(self, who: Requester, batch: Batch, seen: Projection, covers: str) -> InvokeAnswer:
         """Send exactly the devices the approver's view showed as covered (fresh from Intune); the list's other
