@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench import teams
-from bench.procs import Child, Http, free_port, wait_http
-from bench.run import TICK, cpu_ticks, machine
+from bench.machine import machine
+from bench.procs import TICK, Child, Http, cpu_ticks, free_port, wait_http
 from bot.settings import BY_NAME
 from simulator.demo import demo_environment
 

@@ -35,8 +35,9 @@ from aiohttp import web
 
 from bot.logs import configure_logging
 from bot.runtime import SERVICES, build_app
+from bot.selections import selections
 from bot.settings import load_settings
-from bot.store import REQUESTED, Action, actions, audit_events, selections
+from bot.store import REQUESTED, Action, actions, audit_events
 
 LAG_INTERVAL = 0.010
 STARTED = time.monotonic()

@@ -1,10 +1,11 @@
-"""Child processes of the benchmark: start, wait until ready, read their RSS, stop (by their own pid only)."""
+"""Child processes of the benchmark: start, wait until ready, read their RSS and CPU time, stop (by own pid only)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import ssl
@@ -16,6 +17,7 @@ from typing import IO, Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -33,6 +35,15 @@ def rss_kb(pid: int) -> int:
     except FileNotFoundError:
         return 0
     return 0
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of the whole line)
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0
 
 
 class Child:

@@ -1,10 +1,21 @@
-"""Summarise a py-spy ``--format raw`` profile (collapsed stacks) into the shares the report shows."""
+"""Record the bot under load with py-spy (if installed), and summarise a ``--format raw`` profile (collapsed stacks)
+into the shares the report shows."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
+import sys
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import teams
+
+if TYPE_CHECKING:
+    from bench.procs import Child
+    from bench.rig import Rig
 
 #: (label, regex on any frame of a sample): the share of sampled CPU whose stack passes through it.
 BUCKETS: tuple[tuple[str, str], ...] = (
@@ -76,3 +87,42 @@ def summarise(raw: str, top: int = 12) -> dict[str, Any]:
         "buckets": {label: round(100 * buckets[label] / loop_busy, 1) for label, _ in BUCKETS},
         "top_self": [(frame[:140], round(100 * n / loop_busy, 1)) for frame, n in own.most_common(top)],
     }
+
+
+async def record(rig: Rig, bot: Child, bot_url: str, n: int) -> dict[str, Any] | None:
+    """``n`` messages, then their confirms, at c=10 and 0 ms Graph, each turn type under py-spy for 4 s."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    out: dict[str, Any] = {}
+    await rig.reset_round(0.0, bot_url)
+    devices = rig.devices[:n]
+    for turn in ("message", "confirm"):
+        if turn == "message":
+            bodies = [teams.message(rig.connector_url, i, f"deprovision {d['serial']}") for i, d in enumerate(devices)]
+        else:
+            acts = (await rig.h.get(rig.connector_url + "_actions"))["actions"]
+            bodies = [
+                teams.confirm(rig.connector_url, a["conversation_id"], a["action_id"], a["activity_id"]) for a in acts
+            ]
+        raw = rig.logs / f"profile-{turn}.txt"
+        recorder = await asyncio.create_subprocess_exec(
+            spy, "record", "-p", str(bot.pid), "-d", "4", "-r", "200", "-f", "raw", "-o", str(raw), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await asyncio.sleep(0.3)
+        await rig.loadgen.run(
+            {
+                "url": bot_url + "/api/messages",
+                "bodies": str(rig.write_bodies(bodies)),
+                "concurrency": 10,
+                "expect": 200 if turn == "confirm" else 202,
+                "invoke": turn == "confirm",
+                "timeout": rig.plan.timeout,
+            }
+        )
+        await recorder.wait()
+        if raw.exists():
+            out[turn] = summarise(raw.read_text(encoding="utf-8"))
+    return out

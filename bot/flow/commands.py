@@ -33,7 +33,8 @@ from bot.flow.bulk import Bulk
 from bot.flow.info import Info
 from bot.flow.views import Views
 from bot.rbac import Access
-from bot.store import REQUESTED, Action, Selection
+from bot.selections import Selection, SelectionStore
+from bot.store import REQUESTED, Action
 from cards.deprovision import message_card
 from cards.info import help_card, selection_card
 
@@ -67,6 +68,7 @@ class Commands:
         self.bulk = bulk
         self.info = Info(deps, self, bulk.batches)
         self.finder = bulk.finder
+        self.selections = SelectionStore(deps.store)
 
     async def on_message(self, who: Requester, conv: Conversation, text: str | None) -> Reply:
         command = cmd.parse(text)
@@ -103,7 +105,7 @@ class Commands:
         if reply.action_id:
             await self.deps.store.update_fields(reply.action_id, card_activity_id=activity_id)
         if reply.selection_id:
-            await self.deps.store.selection_sent(reply.selection_id, activity_id)
+            await self.selections.sent(reply.selection_id, activity_id)
         if reply.batch_id:
             await self.bulk.card_sent(reply.batch_id, activity_id)
 
@@ -180,7 +182,7 @@ class Commands:
             created_at=now,
             expires_at=now + self.deps.settings.action_ttl,
         )
-        await self.deps.store.create_selection(selection)
+        await self.selections.create(selection)
         return selection.id
 
     async def _offer_choice(self, who: Requester, query: str, found: Found, reason: str | None) -> Reply:
@@ -249,7 +251,7 @@ class Commands:
         store = self.deps.store
         used = InvokeAnswer(card=message_card(m.CARD_SELECT_TITLE, [m.card_selection_used()]))
         selection_id = str(data.get("selectionId") or "")
-        selection = await store.get_selection(selection_id) if ACTION_ID_RE.match(selection_id) else None
+        selection = await self.selections.get(selection_id) if ACTION_ID_RE.match(selection_id) else None
         if (
             selection is None
             or selection.tenant_id != who.tenant_id
@@ -261,7 +263,7 @@ class Commands:
             index = int(data.get("index", -1))
         except (TypeError, ValueError):
             index = -1
-        if not 0 <= index < len(selection.candidates) or await store.take_selection(selection.id) is None:
+        if not 0 <= index < len(selection.candidates) or await self.selections.take(selection.id) is None:
             return used
         device = await self.deps.devices.get(str(selection.candidates[index].get("id", "")))
         if device is None:

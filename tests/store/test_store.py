@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.migrations import head_revision
+from bot.selections import Selection, SelectionStore
 from bot.store import (
     AWAITING_APPROVAL,
     CANCELLED,
@@ -32,7 +33,6 @@ from bot.store import (
     UNKNOWN,
     Action,
     DeviceBusy,
-    Selection,
     Store,
     prepare_sqlite_file,
 )
@@ -469,32 +469,32 @@ def _selection(selection_id: str = "sel-0123456789abcdef") -> Selection:
     )
 
 
-async def _selection_is_single_use(store: Store) -> None:
+async def _selection_is_single_use(store: SelectionStore) -> None:
     selection = _selection()
-    await store.create_selection(selection)
-    fetched = await store.get_selection(selection.id)
+    await store.create(selection)
+    fetched = await store.get(selection.id)
     assert fetched == selection and fetched is not None and not fetched.used
-    taken = await store.take_selection(selection.id)
+    taken = await store.take(selection.id)
     assert taken is not None and taken.used and taken.candidates == selection.candidates
     assert taken.preset_reason == "retiring_device"
-    assert await store.take_selection(selection.id) is None
-    after = await store.get_selection(selection.id)
+    assert await store.take(selection.id) is None
+    after = await store.get(selection.id)
     assert after is not None and after.used
-    assert await store.take_selection("unknown-selection") is None
-    assert await store.get_selection("unknown-selection") is None
+    assert await store.take("unknown-selection") is None
+    assert await store.get("unknown-selection") is None
 
 
-async def _concurrent_selection_takes_one_wins(store: Store) -> None:
+async def _concurrent_selection_takes_one_wins(store: SelectionStore) -> None:
     for i in range(5):
         selection = _selection(f"sel-concurrent-{i:04d}")
-        await store.create_selection(selection)
-        results = await asyncio.gather(*(store.take_selection(selection.id) for _ in range(6)))
+        await store.create(selection)
+        results = await asyncio.gather(*(store.take(selection.id) for _ in range(6)))
         assert sum(r is not None for r in results) == 1, results
 
 
 async def test_selections_are_single_use(store: Store) -> None:
-    await _selection_is_single_use(store)
-    await _concurrent_selection_takes_one_wins(store)
+    await _selection_is_single_use(SelectionStore(store))
+    await _concurrent_selection_takes_one_wins(SelectionStore(store))
 
 
 # -- SQLite specifics ---------------------------------------------------------------------------------------
