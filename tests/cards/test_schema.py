@@ -188,7 +188,14 @@ def _catalogue() -> list[Any]:
             "awaiting_approval", viewer, is_group=True, approval_mode=True, approver_mris=("29:patti", "29:adele")
         )
         cards.append(pytest.param(build, id=f"approval-{viewer}"))
-    variants: dict[str, Callable[[], dict[str, Any]]] = {
+    cards += [pytest.param(build, id=name) for name, build in _variants().items()]
+    cards += [pytest.param(build, id=name) for name, build in bulk_catalogue().items()]
+    return cards
+
+
+def _variants() -> dict[str, Callable[[], dict[str, Any]]]:
+    """One card of each other shape: notes, approvals, extremes, and the informational cards."""
+    return {
         "requested-preset-reason-and-note": _action(
             "requested", "requester", preset_reason="retiring_device", note="Choose a reason first."
         ),
@@ -234,9 +241,6 @@ def _catalogue() -> list[Any]:
             "12 request(s)", [(f"id{i:022d}", "D" * 60, "summary", 1_800_000_000) for i in range(12)]
         ),
     }
-    cards += [pytest.param(build, id=name) for name, build in variants.items()]
-    cards += [pytest.param(build, id=name) for name, build in bulk_catalogue().items()]
-    return cards
 
 
 @pytest.mark.parametrize("build", _catalogue())

@@ -105,6 +105,29 @@ async def test_mixed_list_is_classified_and_confirm_posts_each_ready_device_once
     graph_before = len(sim.round_trips())
     replies = await bot.say(ADELE, "deprovision\n" + "\n".join(listed) + "\nreason: retiring")
     card, batch_id, message_id = bulk_card(replies)
+    _assert_mixed_summary(card, sim, graph_before)
+
+    response = card_of(await bot.click(ADELE, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
+    assert m.bulk_running_title(22) in card_text(response) or "finished" in card_text(response)
+    rows = await wait_rows(bot, batch_id, lambda rows: all(r.state == SUBMITTED for r in rows))
+    assert len(rows) == 22
+    posts = sim.deprovision_posts()
+    assert len(posts) == 23
+    by_device = {p.path.split("/")[-2] for p in posts}
+    assert by_device == {device_id(sim, n) for n in [*ready, "NHS-CART7-30"]}
+    # The card is updated in place to the final list; a second confirm changes nothing.
+    final = await connector.wait_for(
+        lambda c: [u for u in c.updates(message_id) if "finished" in card_text(u.cards[0])], timeout=15
+    )
+    assert "NHS-CART7-01" in card_text(final[-1].cards[0])
+    again = card_of(await bot.click(ADELE, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
+    assert "bulk.confirm" not in verbs_in(again)
+    assert len(sim.deprovision_posts()) == 23
+    await _assert_each_device_audited_and_one_history_line(bot, batch_id)
+
+
+def _assert_mixed_summary(card: dict[str, Any], sim: Simulator, graph_before: int) -> None:
+    """The summary card of the mixed list: counts per class, nothing disclosed, the batched lookup."""
     text = card_text(card)
     assert m.bulk_title(22) in text
     counts = {f["title"]: f["value"] for f in card["body"][3]["facts"]}
@@ -127,22 +150,8 @@ async def test_mixed_list_is_classified_and_confirm_posts_each_ready_device_once
     assert len(lookups) <= math.ceil(29 / 20) + 2 + 3, len(lookups)  # + the role checks (3 batches of 20)
     assert len(sim.deprovision_posts()) == 1
 
-    response = card_of(await bot.click(ADELE, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
-    assert m.bulk_running_title(22) in card_text(response) or "finished" in card_text(response)
-    rows = await wait_rows(bot, batch_id, lambda rows: all(r.state == SUBMITTED for r in rows))
-    assert len(rows) == 22
-    posts = sim.deprovision_posts()
-    assert len(posts) == 23
-    by_device = {p.path.split("/")[-2] for p in posts}
-    assert by_device == {device_id(sim, n) for n in [*ready, "NHS-CART7-30"]}
-    # The card is updated in place to the final list; a second confirm changes nothing.
-    final = await connector.wait_for(
-        lambda c: [u for u in c.updates(message_id) if "finished" in card_text(u.cards[0])], timeout=15
-    )
-    assert "NHS-CART7-01" in card_text(final[-1].cards[0])
-    again = card_of(await bot.click(ADELE, "bulk.confirm", {"batchId": batch_id, "reason": REASON}))
-    assert "bulk.confirm" not in verbs_in(again)
-    assert len(sim.deprovision_posts()) == 23
+
+async def _assert_each_device_audited_and_one_history_line(bot: BotUnderTest, batch_id: str) -> None:
     # Audit: every device on its own, with the batch id.
     events = [r async for r in bot.running.audit.rows()]
     bulk_events = [e for e in events if json.loads(e["details"]).get("batch_id") == batch_id]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -284,6 +285,33 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
         where = IN_GROUP if user in BULK_MEMBERS else {}
         return card_of(await bot.click(user, verb, {**ref, **data}, **where))
 
+    await _before_confirm(bot, sim, view, ref)
+
+    await bot.click(ALEX, "bulk.confirm", {**ref, **REASON}, **IN_GROUP)
+    adele, isaiah = await _approver_views(bot, sim, view, ref)
+    await _pending_rows(bot, sim, batch_id)
+    await _only_eligible_approvers(bot, sim, view, adele, isaiah, batch_id)
+
+    done = await view(ADELE, "bulk.approve", covers=adele["actions"][0]["data"]["covers"])
+    assert_projection(sim, ADELE, done, sent=BULK_READY[:3])
+    rows = await wait_rows(bot, batch_id, lambda rows: rows and all(r.state == "submitted" for r in rows))
+    assert sorted(r.device_name for r in rows) == BULK_READY[:3]
+    await connector.wait_for(
+        lambda c: [u for u in c.updates(shared.activity_id) if m.BULK_TITLE_FINISHED in card_text(u.cards[0])],
+        timeout=15,
+    )
+
+    await _after_the_run(bot, sim, view)
+
+    # Everything the chat's members read — the cards as sent and updated, the notices — stayed neutral.
+    await connector.wait_for(lambda c: [s for s in c.sent(GROUP) if s.text == m.proactive_bulk_finished_shared()])
+    assert_shared(sim, await _group_messages(bot, start))
+
+
+View = Callable[..., Awaitable[dict[str, Any]]]
+
+
+async def _before_confirm(bot: BotUnderTest, sim: Simulator, view: View, ref: dict[str, str]) -> None:
     # The requester's own view: everything he typed, every class.
     mine = card_text(await view(ALEX))
     for fact in [NOWHERE, "NHS-OFFICE-PC01", "Windows", "NHS-CART3-06", "Patti Fernandez", *BULK_READY]:
@@ -300,7 +328,10 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
         assert_unavailable(card_of(await bot.click(member, "deprovision.refresh", ref)))
     assert len(sim.round_trips()) == graph_calls  # nothing to approve yet: a stranger's click costs no Graph call
 
-    await bot.click(ALEX, "bulk.confirm", {**ref, **REASON}, **IN_GROUP)
+
+async def _approver_views(
+    bot: BotUnderTest, sim: Simulator, view: View, ref: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     # Approvers: the devices they may read, marked by what Approve sends; Isaiah finds it from his own chat.
     adele = await view(ADELE)
     assert_projection(sim, ADELE, adele, covered=3)
@@ -315,7 +346,10 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
     for outsider in (LYNNE, MEGAN):
         assert_unavailable(card_of(await bot.click(outsider, "deprovision.refresh", ref)))
         assert_unavailable(card_of(await bot.click(outsider, "bulk.reject", {**ref, "comment": "no"})))
+    return adele, isaiah
 
+
+async def _pending_rows(bot: BotUnderTest, sim: Simulator, batch_id: str) -> None:
     # pending + Open: someone else's request counts only what the viewer may read.
     expected_rows = {
         ALEX.name: "Bulk request, 4 devices — your request",
@@ -333,6 +367,10 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
             opened = card_of(await bot.click(user, open_["verb"], open_["data"]))  # from their own chat
             assert_projection(sim, user, opened, covered=len(BULK_SEES[user.name]))
 
+
+async def _only_eligible_approvers(
+    bot: BotUnderTest, sim: Simulator, view: View, adele: dict[str, Any], isaiah: dict[str, Any], batch_id: str
+) -> None:
     # Approve and reject: only an eligible approver, and only what their view showed.
     for user in (MEGAN, LYNNE):
         for verb in ("bulk.approve", "bulk.reject"):
@@ -346,15 +384,8 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
     batch = await BatchStore(bot.running.store).get(batch_id)
     assert batch is not None and batch.state == "awaiting_approval"
 
-    done = await view(ADELE, "bulk.approve", covers=adele["actions"][0]["data"]["covers"])
-    assert_projection(sim, ADELE, done, sent=BULK_READY[:3])
-    rows = await wait_rows(bot, batch_id, lambda rows: rows and all(r.state == "submitted" for r in rows))
-    assert sorted(r.device_name for r in rows) == BULK_READY[:3]
-    await connector.wait_for(
-        lambda c: [u for u in c.updates(shared.activity_id) if m.BULK_TITLE_FINISHED in card_text(u.cards[0])],
-        timeout=15,
-    )
 
+async def _after_the_run(bot: BotUnderTest, sim: Simulator, view: View) -> None:
     # After the run: each person's results over what they may read; the requester sees what was left out.
     final = card_text(await view(ALEX))
     assert "RMS-LOANER-01" in final and m.bulk_not_approved_by("Adele Vance") in final
@@ -373,10 +404,6 @@ async def test_a_bulk_request_shows_each_person_only_what_they_may_read(
     await only_not_found(bot, ADELE, "history", "RMS-LOANER-01")
     assert (await bot.say(LYNNE, "history"))[-1].text == m.denied_read("history")
     assert "Alex Wilber" not in shown(await bot.say(ADELE, "history"))
-
-    # Everything the chat's members read — the cards as sent and updated, the notices — stayed neutral.
-    await connector.wait_for(lambda c: [s for s in c.sent(GROUP) if s.text == m.proactive_bulk_finished_shared()])
-    assert_shared(sim, await _group_messages(bot, start))
 
 
 async def test_in_a_bulk_request_an_unreadable_device_looks_like_a_missing_one(peer_bot: BotUnderTest) -> None:

@@ -130,6 +130,47 @@ async def _crash_and_recover(
     sim: Simulator, connector: Connector, backend: str, database_url: str, tmp_path: Path, started: list[BotProcess]
 ) -> None:
     env = env_for(sim, database_url, **FAST)
+    crashes = await _crash_three(sim, connector, backend, env, tmp_path, started)
+    during = crashes["during"]
+    store = await Store.open(database_url)
+    try:
+        # Write-ahead: every crashed action was committed as *submitting* with a lease before Graph was called.
+        for crash in crashes.values():
+            action = await store.get(crash.action_id)
+            assert action is not None and action.state == SUBMITTING, (crash.point, action)
+            assert action.lease_until is not None and abs(action.lease_until - action.updated_at - LEASE) < 0.01
+        assert not _graph_has_deprovision(sim, crashes["before"].device_id)
+        assert len(sim.deprovision_posts(crashes["after"].device_id)) == 1
+        assert _graph_has_deprovision(sim, during.device_id)
+        before_restart = len(connector.calls)
+
+        restarted = new_process(started, f"{backend}-restarted", env, tmp_path, connector)
+        await restarted.start()
+        ids = [c.action_id for c in crashes.values()]
+        await _wait_final(store, ids, timeout=LEASE + 15)
+        await asyncio.sleep(2.2)  # two more sweeps: nothing is sent again
+        final = {a.id: a for a in [await store.get(action_id) for action_id in ids] if a is not None}
+        logs = "\n".join(p.log_tail() for p in started)
+
+        expected = {"before": UNKNOWN, "after": SUBMITTED, "during": SUBMITTED}
+        states = {p: final[c.action_id].state for p, c in crashes.items()}
+        assert states == expected, (states, logs)
+        assert final[crashes["before"].action_id].error_code == "interrupted"
+        assert final[crashes["before"].action_id].notified
+
+        # Never a second POST; the "before" device was never deprovisioned at all.
+        posts = {p: len(sim.deprovision_posts(c.device_id)) for p, c in crashes.items()}
+        assert posts == {"before": 0, "after": 1, "during": 1}, posts
+
+        await _assert_told_and_audited(store, database_url, connector.calls[before_restart:], crashes, final)
+    finally:
+        await store.close()
+
+
+async def _crash_three(
+    sim: Simulator, connector: Connector, backend: str, env: dict[str, str], tmp_path: Path, started: list[BotProcess]
+) -> dict[str, Crash]:
+    """One bot process per crash point, each with its request; kill each before, during and after its Graph call."""
     crashes = {
         point: Crash(
             point,
@@ -161,70 +202,42 @@ async def _crash_and_recover(
     )
     codes = {p: await c.process.wait_exit() for p, c in crashes.items()}
     assert codes == {"before": 137, "after": 137, "during": -9}, codes
+    return crashes
 
-    store = await Store.open(database_url)
-    try:
-        # Write-ahead: every crashed action was committed as *submitting* with a lease before Graph was called.
-        for crash in crashes.values():
-            action = await store.get(crash.action_id)
-            assert action is not None and action.state == SUBMITTING, (crash.point, action)
-            assert action.lease_until is not None and abs(action.lease_until - action.updated_at - LEASE) < 0.01
-        assert not _graph_has_deprovision(sim, crashes["before"].device_id)
-        assert len(sim.deprovision_posts(crashes["after"].device_id)) == 1
-        assert _graph_has_deprovision(sim, during.device_id)
-        before_restart = len(connector.calls)
 
-        restarted = new_process(started, f"{backend}-restarted", env, tmp_path, connector)
-        await restarted.start()
-        ids = [c.action_id for c in crashes.values()]
-        await _wait_final(store, ids, timeout=LEASE + 15)
-        await asyncio.sleep(2.2)  # two more sweeps: nothing is sent again
-        final = {a.id: a for a in [await store.get(action_id) for action_id in ids] if a is not None}
-        logs = "\n".join(p.log_tail() for p in started)
+async def _assert_told_and_audited(
+    store: Store, database_url: str, after_restart: list[Any], crashes: dict[str, Crash], final: dict[str, Action]
+) -> None:
+    # The requester is told, once each, in the conversation the request came from. (The connector is
+    # shared with the other backend's run: only messages about this run's devices count.)
+    names = {crash.point: final[crash.action_id].device_name for crash in crashes.values()}
+    told = [
+        c
+        for c in after_restart
+        if c.method == "send" and c.text and any(f"**{name}**" in c.text for name in names.values())
+    ]
+    texts = [c.text for c in told]
+    for point, name in names.items():
+        wanted = m.proactive_unknown(name) if point == "before" else m.proactive_done(name)
+        assert texts.count(wanted) == 1, (point, texts)
+    assert len(told) == 3, texts
+    conversation = final[crashes["before"].action_id].conversation_id
+    assert {c.conversation_id for c in told} == {conversation}
 
-        expected = {"before": UNKNOWN, "after": SUBMITTED, "during": SUBMITTED}
-        states = {p: final[c.action_id].state for p, c in crashes.items()}
-        assert states == expected, (states, logs)
-        assert final[crashes["before"].action_id].error_code == "interrupted"
-        assert final[crashes["before"].action_id].notified
+    # ... and the confirmation card is updated in place to the outcome.
+    for crash in crashes.values():
+        updates = [c for c in after_restart if c.method == "update" and c.activity_id == crash.card_activity_id]
+        assert updates and updates[-1].cards, (crash.point, [c.method for c in after_restart])
+        shown = card_text(updates[-1].cards[0])
+        title = m.CARD_TITLE_UNKNOWN if crash.point == "before" else m.CARD_TITLE_SENT
+        assert title in shown, (crash.point, shown)
 
-        # Never a second POST; the "before" device was never deprovisioned at all.
-        posts = {p: len(sim.deprovision_posts(c.device_id)) for p, c in crashes.items()}
-        assert posts == {"before": 0, "after": 1, "during": 1}, posts
-
-        # The requester is told, once each, in the conversation the request came from. (The connector is
-        # shared with the other backend's run: only messages about this run's devices count.)
-        names = {crash.point: final[crash.action_id].device_name for crash in crashes.values()}
-        after_restart = connector.calls[before_restart:]
-        told = [
-            c
-            for c in after_restart
-            if c.method == "send" and c.text and any(f"**{name}**" in c.text for name in names.values())
-        ]
-        texts = [c.text for c in told]
-        for point, name in names.items():
-            wanted = m.proactive_unknown(name) if point == "before" else m.proactive_done(name)
-            assert texts.count(wanted) == 1, (point, texts)
-        assert len(told) == 3, texts
-        conversation = final[crashes["before"].action_id].conversation_id
-        assert {c.conversation_id for c in told} == {conversation}
-
-        # ... and the confirmation card is updated in place to the outcome.
-        for crash in crashes.values():
-            updates = [c for c in after_restart if c.method == "update" and c.activity_id == crash.card_activity_id]
-            assert updates and updates[-1].cards, (crash.point, [c.method for c in after_restart])
-            shown = card_text(updates[-1].cards[0])
-            title = m.CARD_TITLE_UNKNOWN if crash.point == "before" else m.CARD_TITLE_SENT
-            assert title in shown, (crash.point, shown)
-
-        # The audit trail tells the same story and still verifies.
-        audit = AuditLog(store, load_audit_key(None, database_url))
-        assert await audit.verify() == (True, [])
-        for crash in crashes.values():
-            rows = await audit.for_action(crash.action_id)
-            events = [r["event"] for r in rows]
-            outcome = "unknown" if crash.point == "before" else "succeeded"
-            assert events == ["requested", "confirmed", "submitted", outcome], (crash.point, events)
-            assert json.loads(rows[-1]["details"]).get("reconciled") is True
-    finally:
-        await store.close()
+    # The audit trail tells the same story and still verifies.
+    audit = AuditLog(store, load_audit_key(None, database_url))
+    assert await audit.verify() == (True, [])
+    for crash in crashes.values():
+        rows = await audit.for_action(crash.action_id)
+        events = [r["event"] for r in rows]
+        outcome = "unknown" if crash.point == "before" else "succeeded"
+        assert events == ["requested", "confirmed", "submitted", outcome], (crash.point, events)
+        assert json.loads(rows[-1]["details"]).get("reconciled") is True
