@@ -74,20 +74,8 @@ class _SimShim:
 
 
 def bulk_confirm(service_url: str, conversation_id: str, batch_id: str, reply_to: str) -> dict[str, Any]:
-    return teams.activity(
-        "invoke",
-        service_url=service_url,
-        conversation_id=conversation_id,
-        name="adaptiveCard/action",
-        replyToId=reply_to,
-        value={
-            "action": {
-                "type": "Action.Execute",
-                "verb": BULK_CONFIRM,
-                "data": {"batchId": batch_id, "reason": teams.REASON},
-            },
-            "trigger": "manual",
-        },
+    return teams.execute(
+        service_url, conversation_id, BULK_CONFIRM, {"batchId": batch_id, "reason": teams.REASON}, reply_to
     )
 
 

@@ -46,15 +46,17 @@ def message(service_url: str, index: int, text: str) -> dict[str, Any]:
     return activity("message", service_url=service_url, conversation_id=conversation_for(index), text=text)
 
 
-def confirm(service_url: str, conversation_id: str, action_id: str, reply_to: str) -> dict[str, Any]:
+def execute(service_url: str, conversation_id: str, verb: str, data: dict[str, Any], reply_to: str) -> dict[str, Any]:
+    """The invoke Teams sends when a button with ``verb`` and ``data`` is pressed on the card ``reply_to``."""
     return activity(
         "invoke",
         service_url=service_url,
         conversation_id=conversation_id,
         name="adaptiveCard/action",
         replyToId=reply_to,
-        value={
-            "action": {"type": "Action.Execute", "verb": CONFIRM, "data": {"actionId": action_id, "reason": REASON}},
-            "trigger": "manual",
-        },
+        value={"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"},
     )
+
+
+def confirm(service_url: str, conversation_id: str, action_id: str, reply_to: str) -> dict[str, Any]:
+    return execute(service_url, conversation_id, CONFIRM, {"actionId": action_id, "reason": REASON}, reply_to)

@@ -85,23 +85,17 @@ def parse_filter(text: str, allowed: Iterable[str], *, startswith: bool = False)
                 raise FilterError(f"property '{name}' is not filterable", name)
             clauses.append((canonical[name.casefold()], Prefix(value[1:-1].replace("''", "'"))))
             i += 6
-            if i == len(toks):
-                return clauses
-            kind, word = toks[i]
-            if kind != "name" or word.casefold() != "and":
-                raise FilterError(f"'{word}' is not supported (combine clauses with 'and')")
-            i += 1
-            continue
-        if k1 != "name" or (k2 == "punct" and op == "("):
-            raise FilterError(f"'{prop}' is not supported here", prop if k1 == "name" else None)
-        if k2 != "name" or op.casefold() != "eq":
-            raise FilterError(f"operator '{op}' is not supported (only 'eq')", prop)
-        if prop.casefold() not in canonical:
-            raise FilterError(f"property '{prop}' is not filterable", prop)
-        if k3 != "string":
-            raise FilterError(f"value for '{prop}' must be a quoted string literal", prop)
-        clauses.append((canonical[prop.casefold()], lit[1:-1].replace("''", "'")))
-        i += 3
+        else:
+            if k1 != "name" or (k2 == "punct" and op == "("):
+                raise FilterError(f"'{prop}' is not supported here", prop if k1 == "name" else None)
+            if k2 != "name" or op.casefold() != "eq":
+                raise FilterError(f"operator '{op}' is not supported (only 'eq')", prop)
+            if prop.casefold() not in canonical:
+                raise FilterError(f"property '{prop}' is not filterable", prop)
+            if k3 != "string":
+                raise FilterError(f"value for '{prop}' must be a quoted string literal", prop)
+            clauses.append((canonical[prop.casefold()], lit[1:-1].replace("''", "'")))
+            i += 3
         if i == len(toks):
             return clauses
         kind, word = toks[i]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ from bot.settings import SettingsError, load_settings
 from simulator import Simulator
 from tests.conftest import BotFactory
 from tests.harness import ALEX, BotUnderTest, Connector, activity, card_text, env_for, free_port
+from tests.store.processes import BotProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_ENV = {"ENV_FILE": "/nonexistent/.env", "PATH": os.environ.get("PATH", "")}
@@ -204,47 +203,37 @@ async def test_secrets_and_tokens_never_reach_the_log(sim: Simulator, connector:
         **env_for(sim, f"sqlite:///{tmp_path}/bot.db", PORT=str(port), LOG_LEVEL="DEBUG", LOG_FORMAT="json"),
     }
     log_path = tmp_path / "bot.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "app.py"], cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT
-        )
-        try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                url = f"http://127.0.0.1:{port}/api/messages"
-                message = activity("message", ALEX, service_url=connector.url, text="deprovision 5CD0832TGL")
-                async with session.post(url, json=message, headers={"Authorization": f"Bearer {secret}"}) as r:
-                    assert r.status in (401, 403)  # a bearer in anonymous mode is still checked; never logged
-                async with session.post(url, json=message) as r:
-                    assert r.status in (200, 202)
-                sent = await connector.wait_for(lambda c: [s for s in c.sent() if s.cards])
-                action_id = sent[-1].cards[0]["actions"][0]["data"]["actionId"]
-                click = activity(
-                    "invoke",
-                    ALEX,
-                    service_url=connector.url,
-                    name="adaptiveCard/action",
-                    value={
-                        "action": {
-                            "type": "Action.Execute",
-                            "verb": "deprovision.confirm",
-                            "data": {"actionId": action_id, "reason": "retiring_device"},
-                        }
-                    },
-                )
-                async with session.post(url, json=click) as r:
-                    assert r.status == 200
-                assert sim.deprovision_posts()
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert await exit_code(process) == 0  # graceful shutdown on SIGTERM
+    app = BotProcess("bot", env, log_path, connector, port=port)
+    try:
+        await app.start()
+        async with aiohttp.ClientSession() as session:
+            url = f"{app.url}/api/messages"
+            message = activity("message", ALEX, service_url=connector.url, text="deprovision 5CD0832TGL")
+            async with session.post(url, json=message, headers={"Authorization": f"Bearer {secret}"}) as r:
+                assert r.status in (401, 403)  # a bearer in anonymous mode is still checked; never logged
+            async with session.post(url, json=message) as r:
+                assert r.status in (200, 202)
+            sent = await connector.wait_for(lambda c: [s for s in c.sent() if s.cards])
+            action_id = sent[-1].cards[0]["actions"][0]["data"]["actionId"]
+            click = activity(
+                "invoke",
+                ALEX,
+                service_url=connector.url,
+                name="adaptiveCard/action",
+                value={
+                    "action": {
+                        "type": "Action.Execute",
+                        "verb": "deprovision.confirm",
+                        "data": {"actionId": action_id, "reason": "retiring_device"},
+                    }
+                },
+            )
+            async with session.post(url, json=click) as r:
+                assert r.status == 200
+            assert sim.deprovision_posts()
+        assert await app.terminate() == 0  # graceful shutdown on SIGTERM
+    finally:
+        await app.stop()
     logged = log_path.read_text()
     assert "graph call" in logged and "request" in logged  # it did log the traffic
     assert "ANONYMOUS" in logged
@@ -253,16 +242,6 @@ async def test_secrets_and_tokens_never_reach_the_log(sim: Simulator, connector:
     assert issued
     for token in issued:
         assert token not in logged
-
-
-async def exit_code(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
-    """Wait for ``process`` without blocking the event loop: the simulator and the connector the bot may still be
-    talking to while it shuts down run on this loop (a blocking ``wait`` stalled them, and the bot's graceful shutdown
-    then waited for its own Graph/connector timeouts — past the limit, under load)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while process.poll() is None and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
-    return process.poll()
 
 
 async def test_production_auth_mode_process_never_logs_tokens(
@@ -283,30 +262,20 @@ async def test_production_auth_mode_process_never_logs_tokens(
     message = activity("message", ALEX, service_url=connector.url, text="help")
     channel_token = sim.channel_token(sim.client_id, connector.url)
     forged = sim.channel_token(sim.client_id, connector.url, issuer="https://evil.example.com")
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "app.py"], cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT
-        )
-        try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                async with session.post(url, json=message, headers={"Authorization": f"Bearer {forged}"}) as r:
-                    assert r.status == 401
-                async with session.post(url, json=message) as r:
-                    assert r.status == 401
-                async with session.post(url, json=message, headers={"Authorization": f"Bearer {channel_token}"}) as r:
-                    assert r.status in (200, 202)
-                sent = await connector.wait_for(lambda c: c.sent())
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert await exit_code(process) == 0
+    app = BotProcess("bot", env, log_path, connector, port=port)
+    try:
+        await app.start()
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=message, headers={"Authorization": f"Bearer {forged}"}) as r:
+                assert r.status == 401
+            async with session.post(url, json=message) as r:
+                assert r.status == 401
+            async with session.post(url, json=message, headers={"Authorization": f"Bearer {channel_token}"}) as r:
+                assert r.status in (200, 202)
+            sent = await connector.wait_for(lambda c: c.sent())
+        assert await app.terminate() == 0
+    finally:
+        await app.stop()
     logged = log_path.read_text()
     assert "ANONYMOUS Bot Framework mode" not in logged
     assert "issuer https://evil.example.com not allowed" in logged and "no Authorization header" in logged

@@ -104,6 +104,12 @@ class BotProcess:
         assert self.process is not None
         return await asyncio.wait_for(self.process.wait(), timeout)
 
+    async def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM (the graceful shutdown) and the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await self.wait_exit(timeout)
+
     def kill(self) -> None:
         """SIGKILL (no shutdown handlers run)."""
         if self.process is not None and self.process.returncode is None:

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -256,13 +257,14 @@ async def test_export_since(store: Store, audit: AuditLog) -> None:
 # -- the CLI ------------------------------------------------------------------------------------------------
 
 
-async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+async def _cli(env: Mapping[str, str], *args: str, inherit: Mapping[str, str] = os.environ) -> tuple[int, str, str]:
+    """``python app.py <args>`` with ``env`` over ``inherit`` (this process's environment unless told)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "app.py",
         *args,
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**inherit, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -544,23 +546,8 @@ async def test_csv_export_neutralises_formula_cells(audit: AuditLog) -> None:
 
 async def _bare_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """The CLI with nothing but these variables (no Graph, no Bot Framework settings)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "app.py",
-        *args,
-        cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", ""), "ENV_FILE": "/nonexistent/.env", "LOG_FORMAT": "text", **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    bare = {"PATH": os.environ.get("PATH", ""), "ENV_FILE": "/nonexistent/.env", "LOG_FORMAT": "text"}
+    return await _cli(env, *args, inherit=bare)
 
 
 async def test_cli_with_only_the_database_and_the_key(store: Store, database_url: str) -> None:
