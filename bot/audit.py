@@ -457,12 +457,7 @@ class AuditLog:
     async def head(self) -> Head:
         """``seq:hash`` of the newest row (``0:000…`` for an empty trail)."""
         async with self._store.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
-                )
-            ).first()
-        return Head(int(row[0]), str(row[1])) if row else Head(0, GENESIS)
+            return Head(*await _read_head(conn))
 
     async def seal(self) -> int | None:
         """If the newest row was written before ``AUDIT_KEY`` existed, append a keyed ``sealed`` row after it.

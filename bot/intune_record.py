@@ -9,6 +9,7 @@ values are logged at debug level.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -116,9 +117,8 @@ async def deprovision_audits(graph: GraphClient, device_id: str) -> list[dict[st
 async def fetch_record(
     graph: GraphClient, devices: DeviceDirectory, device_id: str, since: float, settings: Settings
 ) -> Record:
-    """Read both sources (two GETs) and apply :func:`read_record`."""
-    audits = await deprovision_audits(graph, device_id)
-    details = await devices.details(device_id)
+    """Read both sources (two GETs, side by side) and apply :func:`read_record`."""
+    audits, details = await asyncio.gather(deprovision_audits(graph, device_id), devices.details(device_id))
     log.debug(
         "intune record",
         extra={

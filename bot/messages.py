@@ -598,10 +598,6 @@ def state_label(state: str) -> str:
     }.get(state, state)
 
 
-def join_names(names: Sequence[str]) -> str:
-    return ", ".join(n for n in names if n) or NONE
-
-
 @_markup
 def selection_line(number: int, name: str, serial: str) -> str:
     return f"{number}\\. {md(name)} — {md(serial)}"

@@ -83,9 +83,6 @@ class RbacChecker:
         """The role catalogue (TTL cache, refreshed without blocking)."""
         return await self._catalogue.get()
 
-    def invalidate(self) -> None:
-        self._catalogue.invalidate()
-
     # -- the check ---------------------------------------------------------------------------------------
     async def check(self, requester_id: str, device: Device) -> Decision:
         """Decide with fresh group memberships (never cached) and the cached role catalogue."""
@@ -101,22 +98,19 @@ class RbacChecker:
         return [access for _, access in results if access is not None]
 
     async def check_current(self, requester_id: str, device: Device) -> tuple[Device | None, Decision | None]:
-        """Re-read the device from Intune and decide, in the same ``$batch`` round trip (used at confirmation)."""
-        fresh, access = await self.access_current(requester_id, device)
-        return fresh, access.decision if access else None
-
-    async def access_current(self, requester_id: str, device: Device) -> tuple[Device | None, Access | None]:
-        """Re-read the device from Intune and decide on the fresh copy, in the same ``$batch`` round trip.
+        """Re-read the device from Intune and decide on the fresh copy, in the same ``$batch`` round trip (used at
+        confirmation).
 
         Returns ``(None, None)`` when the device is gone. If its primary user or Entra device changed, the check is
         repeated for the new ones (the scope requests depended on them).
         """
-        return (await self._guarded(self._check_many(requester_id, [device], reread=True)))[0]
+        fresh, access = (await self.access_current_many(requester_id, [device]))[0]
+        return fresh, access.decision if access else None
 
     async def access_current_many(
         self, requester_id: str, devices: Sequence[Device]
     ) -> list[tuple[Device | None, Access | None]]:
-        """:meth:`access_current` for several devices (bulk confirmation and approval): batched the same way."""
+        """:meth:`check_current` for several devices (bulk confirmation and approval): batched the same way."""
         return await self._guarded(self._check_many(requester_id, list(devices), reread=True))
 
     @staticmethod

@@ -47,9 +47,6 @@ class RoleCatalogue:
                 self._catalog = await self._fetch()
             return self._catalog
 
-    def invalidate(self) -> None:
-        self._catalog = None
-
     async def _background_refresh(self) -> None:
         try:
             self._catalog = await self._fetch()
