@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import FAILED, INFLIGHT_STATES, QUEUED, Action, RowsThen, Store, actions, metadata
+from bot.store import FAILED, INFLIGHT_STATES, QUEUED, Action, Conversed, RowsThen, Store, actions, metadata
 
 REQUESTED = "requested"
 AWAITING_APPROVAL = "awaiting_approval"
@@ -84,7 +84,7 @@ batches = sa.Table(
 
 
 @dataclass
-class Batch:
+class Batch(Conversed):
     id: str
     tenant_id: str
     state: str
@@ -113,29 +113,9 @@ class Batch:
     approval_activity_id: str | None = None
 
     @property
-    def approvers(self) -> tuple[str, ...]:
-        """Teams ids (MRIs) of the eligible approvers found among the conversation's members."""
-        return tuple(json.loads(self.approver_mris or "[]"))
-
-    @property
-    def approval_reference(self) -> dict[str, Any] | None:
-        """The conversation reference of the approval channel post, if one was made."""
-        data: dict[str, Any] | None = json.loads(self.approval_ref) if self.approval_ref else None
-        return data
-
-    @property
     def items(self) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = json.loads(self.items_json or "[]")
         return data
-
-    @property
-    def reference(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.conversation_ref or "{}")
-        return data
-
-    @property
-    def is_group(self) -> bool:
-        return self.conversation_type in ("groupChat", "channel")
 
     def expired(self, now: float) -> bool:
         return self.state in OPEN and now >= self.expires_at
