@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store import FAILED, INFLIGHT_STATES, QUEUED, Action, RowsThen, Store, actions, metadata
+from bot.store import FAILED, INFLIGHT_STATES, QUEUED, Action, Conversed, RowsThen, Store, actions, metadata
 
 REQUESTED = "requested"
 AWAITING_APPROVAL = "awaiting_approval"
@@ -84,7 +84,7 @@ batches = sa.Table(
 
 
 @dataclass
-class Batch:
+class Batch(Conversed):
     id: str
     tenant_id: str
     state: str
@@ -113,35 +113,20 @@ class Batch:
     approval_activity_id: str | None = None
 
     @property
-    def approvers(self) -> tuple[str, ...]:
-        """Teams ids (MRIs) of the eligible approvers found among the conversation's members."""
-        return tuple(json.loads(self.approver_mris or "[]"))
-
-    @property
-    def approval_reference(self) -> dict[str, Any] | None:
-        """The conversation reference of the approval channel post, if one was made."""
-        data: dict[str, Any] | None = json.loads(self.approval_ref) if self.approval_ref else None
-        return data
-
-    @property
     def items(self) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = json.loads(self.items_json or "[]")
         return data
-
-    @property
-    def reference(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.conversation_ref or "{}")
-        return data
-
-    @property
-    def is_group(self) -> bool:
-        return self.conversation_type in ("groupChat", "channel")
 
     def expired(self, now: float) -> bool:
         return self.state in OPEN and now >= self.expires_at
 
 
 _FIELDS = {f.name for f in fields(Batch)}
+
+
+def _changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """The batch columns among ``changes`` that a move may set (its state and version are the move's own)."""
+    return {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
 
 
 @dataclass
@@ -197,15 +182,28 @@ class BatchStore:
     ) -> Batch | None:
         """Compare-and-set on (id, version, state); ``None`` when someone else changed the batch first. ``then``
         (audit events) runs in the same transaction, given no rows, only if the move happened."""
-        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
+        return await self._move(batch, new_state, changes, then)
+
+    async def _move(
+        self,
+        batch: Batch,
+        new_state: str,
+        changes: dict[str, Any],
+        then: RowsThen | None,
+        rows: Callable[[AsyncConnection, float], Awaitable[list[Action]]] | None = None,
+    ) -> Batch | None:
+        """The compare-and-set of :meth:`transition` and :meth:`cancel`; ``rows`` (device rows moved with the batch)
+        and then ``then`` (given those rows) run in the same transaction, only if the move happened."""
+        changes = _changes(changes)
         now = time.time()
         committed = None
         async with self.store.write() as conn:
             result = await conn.execute(self._cas(batch, new_state, now, changes))
             if result.rowcount != 1:
                 return None
+            moved = await rows(conn, now) if rows is not None else []
             if then is not None:
-                committed = await then(conn, [])
+                committed = await then(conn, moved)
         if committed is not None:
             committed()
         return self._moved(batch, new_state, now, changes)
@@ -219,7 +217,7 @@ class BatchStore:
         Devices that another action holds by now are left out and returned as ``busy``. A device taken between the
         read and the insert (a unique violation on ``inflight_device``) rolls everything back, and it is tried again.
         """
-        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
+        changes = _changes(changes)
         for _attempt in range(5):
             now = time.time()
             try:
@@ -280,19 +278,11 @@ class BatchStore:
     async def cancel(self, batch: Batch, by: str, *, then: RowsThen | None = None, **changes: Any) -> Batch | None:
         """Cancel the batch (compare-and-set) and, in the **same transaction**, every device not sent yet (see
         :meth:`_cancel_rows`); ``then`` (their audit events) too. ``None`` when someone changed the batch first."""
-        changes = {k: v for k, v in changes.items() if k in _FIELDS and k not in ("state", "version")}
-        now = time.time()
-        committed = None
-        async with self.store.write() as conn:
-            result = await conn.execute(self._cas(batch, CANCELLED, now, changes))
-            if result.rowcount != 1:
-                return None
-            rows = await self._cancel_rows(conn, batch.id, by, now) if batch.state == RUNNING else []
-            if then is not None:
-                committed = await then(conn, rows)
-        if committed is not None:
-            committed()
-        return self._moved(batch, CANCELLED, now, changes)
+
+        async def rows(conn: AsyncConnection, now: float) -> list[Action]:
+            return await self._cancel_rows(conn, batch.id, by, now) if batch.state == RUNNING else []
+
+        return await self._move(batch, CANCELLED, changes, then, rows)
 
     async def cancel_left(self, batch_id: str, by: str, *, then: RowsThen | None = None) -> list[Action]:
         """The devices a cancelled batch still holds back (see :meth:`_cancel_rows`) → *cancelled*."""

@@ -180,8 +180,37 @@ class DeviceBusy(Exception):
     """Another action already holds this device (awaiting approval, submitting or submitted)."""
 
 
+class Conversed:
+    """What a request kept in a conversation (an :class:`Action`, a bulk request's batch) reads from its columns."""
+
+    conversation_ref: str
+    conversation_type: str
+    approver_mris: str
+    approval_ref: str | None
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.conversation_ref or "{}")
+        return data
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """Teams ids (MRIs) of the eligible approvers found among the conversation's members."""
+        return tuple(json.loads(self.approver_mris or "[]"))
+
+    @property
+    def approval_reference(self) -> dict[str, Any] | None:
+        """The conversation reference of the approval channel post, if one was made."""
+        data: dict[str, Any] | None = json.loads(self.approval_ref) if self.approval_ref else None
+        return data
+
+    @property
+    def is_group(self) -> bool:
+        return self.conversation_type in ("groupChat", "channel")
+
+
 @dataclass
-class Action:
+class Action(Conversed):
     id: str
     tenant_id: str
     state: str
@@ -228,26 +257,6 @@ class Action:
     def device(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.device_json or "{}")
         return data
-
-    @property
-    def reference(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.conversation_ref or "{}")
-        return data
-
-    @property
-    def approvers(self) -> tuple[str, ...]:
-        """Teams ids (MRIs) of the eligible approvers found among the conversation's members."""
-        return tuple(json.loads(self.approver_mris or "[]"))
-
-    @property
-    def approval_reference(self) -> dict[str, Any] | None:
-        """The conversation reference of the approval channel post, if one was made."""
-        data: dict[str, Any] | None = json.loads(self.approval_ref) if self.approval_ref else None
-        return data
-
-    @property
-    def is_group(self) -> bool:
-        return self.conversation_type in ("groupChat", "channel")
 
     @classmethod
     def new(

@@ -43,12 +43,17 @@ MAX_THROTTLED_ATTEMPTS = 20
 
 @dataclass
 class _Run:
-    """One runner's hold on one batch: the lease's owner token, the batch's concurrency, whether the lease was lost."""
+    """One runner's hold on one batch: the lease's owner token, the batch's concurrency, whether the lease was lost,
+    whether the batch was seen no longer *running* (cancelled: the devices left are not offered to the budget)."""
 
     batch: Batch
     owner: str
     semaphore: asyncio.Semaphore
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def halted(self) -> bool:
+        return self.lost.is_set() or self.stopped.is_set()
 
 
 class Runner:
@@ -74,6 +79,8 @@ class Runner:
         if batch is None or not await self.batches.claim_run(batch, now + lease, now, owner):
             return
         run = _Run(batch, owner, asyncio.Semaphore(self.deps.settings.bulk_concurrency))
+        if batch.state != RUNNING:  # resumed after a cancel: only its leftovers to settle in _finish
+            run.stopped.set()
         renewing = asyncio.create_task(self._renew(run, lease))
         try:
             rows = await self.batches.rows(batch_id, QUEUED)
@@ -137,28 +144,34 @@ class Runner:
             provided=self.batches.runs(batch.id),  # a device of a batch no longer running is never claimed
         )
 
-    async def _runs(self, batch_id: str) -> bool:
-        batch = await self.batches.get(batch_id)
-        return batch is not None and batch.state == RUNNING
+    async def _runs(self, run: _Run) -> bool:
+        """Whether the batch still runs — read only after a claim failed (the claim itself is conditional on it);
+        once it is seen stopped, the devices left skip the budget and the claim altogether."""
+        if run.stopped.is_set():
+            return False
+        batch = await self.batches.get(run.batch.id)
+        if batch is None or batch.state != RUNNING:
+            run.stopped.set()
+            return False
+        return True
 
     async def _one(self, run: _Run, row: Action) -> None:
         batch = run.batch
         async with run.semaphore:
-            if run.lost.is_set() or not await self._runs(batch.id):
+            if run.halted() or await self._expired(row):
                 return  # cancelled meanwhile (the devices left are cancelled when the run ends), or not ours now
-            if await self._expired(row):
-                return
             # The budget first, then the claim and at once the POST: a wait for the budget never runs down the
             # lease (a lease run out would let the sweep settle the row and free the device while it is still sent).
             async with self.budget.slot():
-                if run.lost.is_set() or await self._expired(row):
+                if run.halted() or await self._expired(row):
                     return
                 actor = self._actor(batch)
                 claimed = await self._claim(row, batch, QUEUED, actor)
                 if claimed is None:
-                    return  # cancelled, or another runner took it
+                    await self._runs(run)  # cancelled (the devices left then skip), or another runner took it
+                    return
                 final = await self.submission.send(claimed, actor)
-            await self._retry(final, batch, actor)
+            await self._retry(final, run, actor)
             self._sent += 1
             self.views.changed(batch.id)
             self.deps.checkpoint(f"bulk_after_{self._sent}")
@@ -172,28 +185,26 @@ class Runner:
         await self.deps.store.transition(row, State.EXPIRED, then=audit.then(audit.entry("expired", actor=None)))
         return True
 
-    async def _retry(self, final: Action, batch: Batch, actor: Requester) -> Action:
+    async def _retry(self, final: Action, run: _Run, actor: Requester) -> Action:
         """A device Graph refused as throttled is offered again after a pause — only while the batch still runs."""
         attempts = 1
         while final.state == FAILED and final.retryable and attempts < MAX_THROTTLED_ATTEMPTS:
             attempts += 1
             await asyncio.sleep(self.deps.settings.graph_retry_after_cap)
-            if not await self._runs(batch.id):
-                return await self._no_retry(final, batch)
+            if not await self._runs(run):
+                return await self._no_retry(final)
             async with self.budget.slot():
                 try:
-                    again = await self._claim(final, batch, FAILED, actor)
+                    again = await self._claim(final, run.batch, FAILED, actor)
                 except DeviceBusy:  # another request took the device meanwhile: it stays failed here
                     return final
-                if again is None:
-                    return await self._no_retry(final, batch)
+                if again is None:  # the batch stopped meanwhile, or another claim won
+                    return final if await self._runs(run) else await self._no_retry(final)
                 final = await self.submission.send(again, actor)
         return final
 
-    async def _no_retry(self, row: Action, batch: Batch) -> Action:
-        """The batch stopped (or another claim won): a throttled device of a stopped batch is cancelled, not sent."""
-        if await self._runs(batch.id):
-            return row
+    async def _no_retry(self, row: Action) -> Action:
+        """A throttled device of a stopped batch is cancelled, not sent."""
         audit = self.deps.audit
         cancelled = await self.deps.store.transition(
             row, State.CANCELLED, then=audit.then(audit.entry("cancelled", actor=None))
