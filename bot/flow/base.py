@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,6 +26,17 @@ log = logging.getLogger("bot.workflow")
 
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 USER_ID_RE = re.compile(r"^[0-9A-Fa-f-]{30,40}$")
+
+
+def new_id() -> str:
+    """A fresh id for an action, a bulk request or a selection: 24 URL-safe characters (144 random bits) that never
+    start with ``-`` — an id an operator pastes into ``app.py actions resolve <id>`` must not read as an option."""
+    while True:
+        candidate = secrets.token_urlsafe(18)
+        if not candidate.startswith("-"):
+            return candidate
+
+
 MAX_COMMENT = 500
 
 

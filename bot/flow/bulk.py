@@ -20,7 +20,6 @@ viewer their projection (bot.flow.bulk_projection). In a group chat or channel t
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from bot import messages as m
@@ -28,7 +27,17 @@ from bot.audit import Actor, Entry
 from bot.batches import AWAITING_APPROVAL, EXPIRED, REQUESTED, RUNNING, Batch, BatchStore
 from bot.devices import Device, clean_query
 from bot.errors import InvalidInput
-from bot.flow.base import ACTION_ID_RE, Conversation, Deps, InvokeAnswer, Reply, Requester, Viewer, base_conversation
+from bot.flow.base import (
+    ACTION_ID_RE,
+    Conversation,
+    Deps,
+    InvokeAnswer,
+    Reply,
+    Requester,
+    Viewer,
+    base_conversation,
+    new_id,
+)
 from bot.flow.bulk_approve import BulkApprovals
 from bot.flow.bulk_classify import Item, classify, dropped_entries, request_entries
 from bot.flow.bulk_run import Runner
@@ -74,7 +83,7 @@ class Bulk:
             return None
         now = self.deps.clock()
         batch = Batch(
-            id=secrets.token_urlsafe(18),
+            id=new_id(),
             tenant_id=who.tenant_id,
             state=REQUESTED,
             requester_id=who.aad_id,
@@ -227,7 +236,7 @@ class Bulk:
 
     def _row(self, batch: Batch, item: Item, reason: str, now: float, approver: Requester | None) -> Action:
         return Action.new(
-            id=secrets.token_urlsafe(18),
+            id=new_id(),
             tenant_id=batch.tenant_id,
             state=QUEUED,
             requester_id=batch.requester_id,

@@ -11,7 +11,6 @@ those is one either, the answer is the single device's (not found, "did you mean
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from bot import commands as cmd
@@ -27,6 +26,7 @@ from bot.flow.base import (
     Reply,
     Requester,
     Viewer,
+    new_id,
     unavailable,
 )
 from bot.flow.bulk import Bulk
@@ -174,7 +174,7 @@ class Commands:
     async def _new_selection(self, who: Requester, found: Found, reason: str | None) -> str:
         now = self.deps.clock()
         selection = Selection(
-            id=secrets.token_urlsafe(18),
+            id=new_id(),
             tenant_id=who.tenant_id,
             requester_id=who.aad_id,
             candidates=[d.snapshot() for d, _ in found],
@@ -223,7 +223,7 @@ class Commands:
             return Reply(text=m.denied(decision, device.name))
         now = deps.clock()
         action = Action.new(
-            id=secrets.token_urlsafe(18),
+            id=new_id(),
             tenant_id=who.tenant_id,
             state=REQUESTED,
             requester_id=who.aad_id,
